@@ -1,0 +1,184 @@
+"""A frozen DINOv2 ViT (any size, with or without registers) from a local Hugging Face folder.
+
+The folder is what ``save_pretrained`` writes: ``config.json`` (``model_type`` ``dinov2`` or
+``dinov2_with_registers``) and ``model.safetensors`` (or ``pytorch_model.bin``, or shards).
+Nothing is downloaded: loading is ``local_files_only``.
+
+Per slice: resize to 224 x 224, replicate to 3 channels, ImageNet-normalise, run the ViT, and
+take the hidden states after the chosen blocks (6, 12, 18, 24 for ViT-L; evenly spaced for other
+depths), each through the model's final LayerNorm as DINOv2's own ``get_intermediate_layers``
+does by default. The CLS and register tokens are dropped, leaving a 16 x 16 patch grid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from cs3f.encoders import EncoderError, resize_slices
+from cs3f.pairs import resolve_device
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MODEL_TYPES = ("dinov2", "dinov2_with_registers")
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
+RESOLUTION = 224
+VIT_NAMES = {384: "vits14", 768: "vitb14", 1024: "vitl14", 1536: "vitg14"}
+
+
+def default_blocks(depth: int, count: int = 4) -> tuple[int, ...]:
+    """``count`` evenly spaced block indices ending at the last block (1-based).
+
+    24 blocks (ViT-L) -> (6, 12, 18, 24); 12 (ViT-S/B) -> (3, 6, 9, 12); 40 (ViT-g) ->
+    (10, 20, 30, 40); fewer blocks than ``count`` -> every block.
+    """
+    count = min(count, depth)
+    return tuple(round(depth * (i + 1) / count) for i in range(count))
+
+
+def find_checkpoint(model_path: str | Path | None) -> Path:
+    """The folder holding a DINOv2 ``config.json``: ``model_path`` itself or its one subfolder.
+
+    Raises:
+        EncoderError: nothing there, no DINOv2 config, several candidates, or no weights.
+    """
+    expected = (
+        "expected a Hugging Face DINOv2 checkpoint folder (config.json with model_type "
+        f"{' or '.join(MODEL_TYPES)}, plus model.safetensors or pytorch_model.bin)"
+    )
+    if model_path is None:
+        raise EncoderError(f"no model path given for the dinov2 encoder: {expected}")
+    root = Path(model_path)
+    if not root.is_dir():
+        raise EncoderError(f"model path {root} is not a folder: {expected}")
+    candidates = [root] if (root / "config.json").is_file() else sorted(
+        p.parent for p in root.glob("*/config.json")
+    )
+    candidates = [c for c in candidates if _model_type(c) in MODEL_TYPES]
+    if not candidates:
+        raise EncoderError(f"no DINOv2 checkpoint under {root}: {expected}")
+    if len(candidates) > 1:
+        names = ", ".join(str(c) for c in candidates)
+        raise EncoderError(f"several DINOv2 checkpoints under {root} ({names}); point at one")
+    folder = candidates[0]
+    if not _weight_files(folder):
+        raise EncoderError(f"{folder} has a config.json but no weight files: {expected}")
+    return folder
+
+
+def _model_type(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError) as err:
+        raise EncoderError(f"cannot read {folder / 'config.json'}: {err}") from err
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    return sorted({p for pattern in WEIGHT_PATTERNS for p in folder.glob(pattern)})
+
+
+def weights_sha256(folder: Path) -> str:
+    """SHA-256 over the weight files of a checkpoint folder, in sorted name order."""
+    digest = hashlib.sha256()
+    for path in _weight_files(folder):
+        digest.update(path.name.encode())
+        with path.open("rb") as stream:
+            for chunk in iter(lambda: stream.read(2**20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Dinov2Encoder:
+    """Frozen DINOv2 patch features after selected blocks; see the module docstring.
+
+    Args:
+        model: a loaded ``Dinov2Model`` or ``Dinov2WithRegistersModel``.
+        blocks: 1-based block indices to read (default: :func:`default_blocks`).
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``. On CUDA the forward runs under bf16
+            autocast with PyTorch's fused scaled-dot-product attention; on CPU it stays fp32.
+        batch_size: slices per forward pass (default 64 on CUDA, 16 on CPU).
+        name, sha256: identification written into every output.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        blocks: tuple[int, ...] | None = None,
+        device: str = "auto",
+        batch_size: int | None = None,
+        name: str = "dinov2",
+        sha256: str | None = None,
+    ) -> None:
+        config = model.config
+        self.device = torch.device(resolve_device(device))
+        self.model = model.eval().requires_grad_(False).to(self.device)
+        self.blocks = tuple(blocks or default_blocks(config.num_hidden_layers))
+        if not all(1 <= b <= config.num_hidden_layers for b in self.blocks):
+            raise EncoderError(f"blocks {self.blocks} outside 1..{config.num_hidden_layers}")
+        self.n_prefix = 1 + int(getattr(config, "num_register_tokens", 0) or 0)
+        self.grid = RESOLUTION // config.patch_size
+        self.layer_names = tuple(f"block{b}" for b in self.blocks)
+        self.batch_size = batch_size or (64 if self.device.type == "cuda" else 16)
+        self.name, self.weights_sha256 = name, sha256
+        self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+
+    @classmethod
+    def from_folder(
+        cls,
+        model_path: str | Path | None,
+        blocks: tuple[int, ...] | None = None,
+        device: str = "auto",
+        batch_size: int | None = None,
+    ) -> Dinov2Encoder:
+        """Load a checkpoint folder (see :func:`find_checkpoint`); every weight must be present."""
+        from transformers import AutoModel
+
+        folder = find_checkpoint(model_path)
+        try:
+            model, info = AutoModel.from_pretrained(
+                folder, local_files_only=True, attn_implementation="sdpa", output_loading_info=True
+            )
+        except Exception as err:  # transformers raises many types for a bad folder
+            raise EncoderError(f"cannot load the DINOv2 checkpoint in {folder}: {err}") from err
+        if info.get("missing_keys") or info.get("mismatched_keys"):
+            missing = list(info.get("missing_keys", [])) + list(info.get("mismatched_keys", []))
+            raise EncoderError(
+                f"the DINOv2 checkpoint in {folder} lacks weights for {len(missing)} "
+                f"parameters (e.g. {missing[:3]}); refusing to run with random weights"
+            )
+        config = model.config
+        size = VIT_NAMES.get(config.hidden_size, f"vit{config.hidden_size}d")
+        registers = "-reg" if getattr(config, "num_register_tokens", 0) else ""
+        return cls(
+            model,
+            blocks=blocks,
+            device=device,
+            batch_size=batch_size,
+            name=f"dinov2-{size}{registers}",
+            sha256=weights_sha256(folder),
+        )
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @torch.inference_mode()
+    def encode(self, slices: torch.Tensor) -> list[torch.Tensor]:
+        """(S, H, W) float32 in [0, 1] -> per block (S, P, P, C) float32 on ``self.device``."""
+        outputs: list[list[torch.Tensor]] = [[] for _ in self.blocks]
+        for start in range(0, slices.shape[0], self.batch_size):
+            batch = slices[start : start + self.batch_size].to(self.device, torch.float32)
+            x = resize_slices(batch, RESOLUTION).expand(-1, 3, -1, -1)
+            x = (x - self._mean) / self._std
+            with self._autocast():
+                hidden = self.model(pixel_values=x, output_hidden_states=True).hidden_states
+                for out, block in zip(outputs, self.blocks):
+                    patches = self.model.layernorm(hidden[block])[:, self.n_prefix :]
+                    out.append(patches.float().reshape(len(batch), self.grid, self.grid, -1))
+        return [torch.cat(out) for out in outputs]

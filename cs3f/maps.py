@@ -1,0 +1,121 @@
+"""From token scores to voxel maps: upsampling, fusion over layers and axes, patient scores.
+
+A token's score sits at the centre of its voxel block. Maps are linearly interpolated between
+block centres along each of the three grid directions (trilinear) and held constant beyond the
+outermost centres. Dropped (background) tokens do not pull their neighbours towards zero: the
+interpolation is normalised by the interpolated weight of kept tokens, so a voxel's value is a
+weighted mean of the kept tokens around it. Voxels outside the mask score 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from cs3f.tokens import TokenGrid, TokenSet
+
+__all__ = ["token_map", "fuse_maps", "patient_score", "concat_axes"]
+
+
+def _interp_along(values: torch.Tensor, dim: int, centres: np.ndarray, n_out: int) -> torch.Tensor:
+    """Linear interpolation of ``values`` along ``dim`` from ``centres`` to voxels 0..n_out-1."""
+    coords = np.arange(n_out, dtype=np.float64)
+    hi = np.clip(np.searchsorted(centres, coords), 0, len(centres) - 1)
+    lo = np.clip(hi - 1, 0, len(centres) - 1)
+    gap = centres[hi] - centres[lo]
+    t = np.where(gap > 0, (coords - centres[lo]) / np.where(gap > 0, gap, 1.0), 0.0)
+    t = np.clip(t, 0.0, 1.0)
+    shape = [1] * values.ndim
+    shape[dim] = n_out
+    weight = torch.from_numpy(t).to(values).view(shape)
+    lo_vals = values.index_select(dim, torch.from_numpy(lo))
+    hi_vals = values.index_select(dim, torch.from_numpy(hi))
+    return lo_vals + weight * (hi_vals - lo_vals)
+
+
+def _centres(grid: TokenGrid) -> list[np.ndarray]:
+    """Voxel-index centres of the token blocks along (depth, rows, columns)."""
+    depth = (grid.edges[:-1] + grid.edges[1:] - 1) / 2.0
+    planes = [(np.arange(grid.grid) + 0.5) * n / grid.grid - 0.5 for n in grid.plane_shape]
+    return [depth, *planes]
+
+
+def token_map(scores: np.ndarray, tokens: TokenSet, shape: tuple[int, int, int]) -> np.ndarray:
+    """Upsample one token set's scores to the (D0, D1, D2) voxel grid.
+
+    Args:
+        scores: (N,) scores of the kept tokens, in ``tokens.cells`` order.
+        tokens: the token set (its ``cells`` and ``grid`` say where each score sits).
+        shape: the volume shape the tokens were cut from.
+    Returns:
+        (D0, D1, D2) float32 map; 0 where no kept token is near.
+    """
+    grid = tokens.grid
+    values = torch.zeros(int(np.prod(grid.shape)), dtype=torch.float64)
+    weights = torch.zeros_like(values)
+    cells = torch.from_numpy(np.asarray(tokens.cells, dtype=np.int64))
+    values[cells] = torch.from_numpy(np.asarray(scores, dtype=np.float64))
+    weights[cells] = 1.0
+    stacked = torch.stack([values, weights]).view(2, *grid.shape)
+    sizes = (shape[grid.axis],) + grid.plane_shape
+    for dim, (centres, n_out) in enumerate(zip(_centres(grid), sizes)):
+        stacked = _interp_along(stacked, dim + 1, centres, n_out)
+    value, weight = stacked[0], stacked[1]
+    out = torch.where(weight > 1e-6, value / weight.clamp(min=1e-6), torch.zeros_like(value))
+    return np.moveaxis(out.float().numpy(), 0, grid.axis)
+
+
+def fuse_maps(maps: Sequence[np.ndarray], mask: np.ndarray) -> np.ndarray:
+    """Score-level fusion: the mean of the maps (layers x axes), 0 outside the mask."""
+    if not maps:
+        raise ValueError("nothing to fuse")
+    fused = np.mean(np.stack(maps), axis=0, dtype=np.float64).astype(np.float32)
+    fused[~mask] = 0
+    return fused
+
+
+def patient_score(voxel_map: np.ndarray) -> float:
+    """Patient-level score: the largest voxel score."""
+    return float(voxel_map.max())
+
+
+def concat_axes(sets: dict[int, TokenSet]) -> TokenSet:
+    """Feature-level fusion (CoDeGraph3D): one token per cube, the three axes' features joined.
+
+    Only defined where the three axes cut the same cubes: a cubic volume whose depth groups
+    coincide with the in-plane patches (e.g. 224^3, q = 14, 16 x 16 patches of 14 voxels).
+    The result uses axis 0's grid and keeps a cube only when all three axes kept it.
+
+    Raises:
+        ValueError: axes missing, or grids that do not describe the same cubes.
+    """
+    if sorted(sets) != [0, 1, 2]:
+        raise ValueError("feature-level fusion needs token sets of all three axes")
+    grid0 = sets[0].grid
+    n = grid0.grid
+    for axis, tokens in sets.items():
+        g = tokens.grid
+        size = g.plane_shape[0]
+        cube_edges = np.round(np.arange(n + 1) * size / n).astype(int)
+        if set(g.plane_shape) != {size} or len(g.edges) != n + 1 or not np.array_equal(g.edges, cube_edges) or (
+            g.plane_shape != grid0.plane_shape
+        ):
+            raise ValueError(
+                "feature-level fusion needs a cubic volume whose depth groups equal its patches "
+                f"(axis {axis}: {len(g.edges) - 1} groups over {g.edges[-1]} slices, "
+                f"{n} patches over {g.plane_shape}); use score-level fusion"
+            )
+    cube = np.arange(n**3).reshape(n, n, n)  # canonical (b0, b1, b2) order = axis 0's cells
+    rows, kept = [], np.ones(n**3, dtype=bool)
+    for axis in (0, 1, 2):
+        tokens = sets[axis]
+        lookup = np.full(n**3, -1, dtype=np.int64)
+        lookup[np.asarray(tokens.cells)] = np.arange(len(tokens.cells))
+        cell_of_cube = np.argsort(np.moveaxis(cube, axis, 0).reshape(-1))  # cube -> this axis's cell
+        rows.append(lookup[cell_of_cube])
+        kept &= rows[-1] >= 0
+    cells = np.flatnonzero(kept)
+    features = np.concatenate([np.asarray(sets[a].features)[rows[a][cells]] for a in (0, 1, 2)], axis=1)
+    return TokenSet(features.astype(np.float32), cells, grid0)

@@ -1,0 +1,35 @@
+"""Shared fixtures: small synthetic volumes and a tiny DINOv2 checkpoint saved in HF format."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def smooth_volume(shape, seed, noise=0.02):
+    """A smooth textured volume in [0, 1] with a ball mask; the same anatomy for every seed."""
+    rng = np.random.default_rng(seed)
+    zz, yy, xx = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    base = 0.5 + 0.3 * np.sin(6 * zz) * np.cos(5 * yy) + 0.2 * xx
+    volume = np.clip(base + noise * rng.standard_normal(shape), 0, 1).astype(np.float32)
+    mask = (zz**2 + yy**2 + xx**2) < 0.8
+    return volume, mask
+
+
+@pytest.fixture(scope="session")
+def tiny_dinov2(tmp_path_factory):
+    """A 4-block DINOv2 with random weights, written with save_pretrained like a real one."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    import torch
+
+    torch.manual_seed(0)
+    config = Dinov2Config(
+        hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+        patch_size=14, image_size=224,
+    )
+    folder = tmp_path_factory.mktemp("models") / "dinov2-tiny"
+    Dinov2Model(config).save_pretrained(folder)
+    return folder
