@@ -1,0 +1,231 @@
+"""Core-library benchmark: prints one JSON document to stdout (progress goes to stderr).
+
+    python bench/bench_core.py                 # full run (about 15 min on a 2-core CPU)
+    python bench/bench_core.py --quick         # small sizes, about a minute
+    python bench/bench_core.py --only rss180   # one section
+
+Sections:
+- ``matmul``: plain float32 matmul GFLOP/s (the roofline scoring is judged against).
+- ``scoring``: ``mutual_scores`` GFLOP/s (2 * N_i * N_j * d per unordered pair of volumes).
+- ``scaling_b`` / ``scaling_n``: scoring time against the batch size B and tokens per volume N.
+- ``c2f``: coarse-to-fine against exhaustive fine scoring on the same tokens.
+- ``tokenize``: encoder slices/s bare and inside tokenisation (same slices), for the pixel
+  encoder and a DINOv2 ViT-S/14 architecture with random weights.
+- ``rss180``: one (axis, layer) of a 180-volume batch, 4096 tokens each, d = 128, from a
+  disk-backed fp16 store written by this process, then opened and scored in a child process
+  whose peak RSS (and its RSS right after imports) is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cs3f import __version__  # noqa: E402
+from cs3f.encoders import load_encoder  # noqa: E402
+from cs3f.pairs import NearestTokens  # noqa: E402
+from cs3f.scoring import coarse_to_fine_scores, mutual_scores  # noqa: E402
+from cs3f.tokens import Tokenizer, TokenSettings  # noqa: E402
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def best_of(fn, repeats: int = 3) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def random_sets(n_volumes: int, n_tokens: int, dim: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((n_tokens, dim), dtype=np.float32) for _ in range(n_volumes)]
+
+
+def pair_flops(sizes: list[int], dim: int) -> float:
+    total = sum(sizes)
+    return float(total * total - sum(n * n for n in sizes)) * dim  # 2 * sum_{i<j} N_i N_j d
+
+
+def bench_matmul(n: int = 4096, dim: int = 128) -> dict:
+    a, b = torch.randn(n, dim), torch.randn(n, dim)
+    out = torch.empty(n, n)
+    seconds = best_of(lambda: torch.mm(a, b.T, out=out), 5)
+    return {"shape": [n, dim, n], "seconds": seconds, "gflops": 2 * n * n * dim / seconds / 1e9}
+
+
+def bench_scoring(n_volumes: int, n_tokens: int, dim: int = 128) -> dict:
+    sets = random_sets(n_volumes, n_tokens, dim)
+    search = NearestTokens("cpu")
+    seconds = best_of(lambda: mutual_scores(sets, search=search), 1)
+    flops = pair_flops([n_tokens] * n_volumes, dim)
+    return {"B": n_volumes, "N": n_tokens, "d": dim, "seconds": seconds, "gflops": flops / seconds / 1e9}
+
+
+def bench_c2f(n_volumes: int, n_coarse: int, children: int, dim: int = 128, n_routes: int = 16) -> dict:
+    rng = np.random.default_rng(1)
+    coarse = random_sets(n_volumes, n_coarse, dim, seed=2)
+    parents = [np.repeat(np.arange(n_coarse), children) for _ in range(n_volumes)]
+    fine = [c[p] + 0.3 * rng.standard_normal((len(p), dim), dtype=np.float32) for c, p in zip(coarse, parents)]
+    start = time.perf_counter()
+    routed = coarse_to_fine_scores(coarse, fine, parents, n_routes=n_routes, k=1)
+    c2f_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    exhaustive = mutual_scores(fine, k=1)
+    exhaustive_seconds = time.perf_counter() - start
+    gap = np.concatenate([r - e for r, e in zip(routed, exhaustive)])
+    return {
+        "B": n_volumes, "N_coarse": n_coarse, "N_fine": n_coarse * children, "L": n_routes,
+        "c2f_seconds": c2f_seconds, "exhaustive_seconds": exhaustive_seconds,
+        "speedup": exhaustive_seconds / c2f_seconds,
+        "tokens_with_larger_score": float((gap > 1e-5).mean()),
+        "mean_relative_excess": float((gap / np.concatenate(exhaustive)).mean()),
+    }
+
+
+def bench_tokenize(encoder, side: int) -> dict:
+    """Bare encoder forward on exactly the slices tokenisation encodes, then tokenisation."""
+    rng = np.random.default_rng(3)
+    volume = rng.random((side, side, side), dtype=np.float32)
+    mask = np.ones(volume.shape, dtype=bool)
+    slices = [torch.from_numpy(np.ascontiguousarray(np.moveaxis(volume, a, 0))) for a in range(3)]
+    chunk = 28  # the tokeniser's chunk at q = 14 / 2 and chunk_slices = 32
+
+    def bare():
+        for axis_slices in slices:
+            for start in range(0, side, chunk):
+                encoder.encode(axis_slices[start : start + chunk])
+
+    tokenizer = Tokenizer(encoder, TokenSettings())
+    bare_seconds = best_of(bare, 1)
+    tokenize_seconds = best_of(lambda: tokenizer.tokenize(volume, mask), 1)
+    n_slices = 3 * side
+    return {
+        "encoder": encoder.name, "volume": [side] * 3, "slices": n_slices,
+        "bare_slices_per_s": n_slices / bare_seconds, "tokenize_slices_per_s": n_slices / tokenize_seconds,
+        "tokenize_overhead": tokenize_seconds / bare_seconds - 1,
+    }
+
+
+def vit_s14_random(folder: Path):
+    """A DINOv2 ViT-S/14-architecture checkpoint with random weights, loaded like a real one."""
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(0)
+    config = Dinov2Config(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536,
+                          patch_size=14, image_size=224)
+    Dinov2Model(config).save_pretrained(folder)
+    return load_encoder("dinov2", folder, device="cpu")
+
+
+def write_fp16_batch(root: Path, n_volumes: int, n_tokens: int, dim: int) -> None:
+    """One ``.npy`` float16 token file per volume, written one volume at a time."""
+    rng = np.random.default_rng(4)
+    for i in range(n_volumes):
+        out = np.lib.format.open_memmap(root / f"{i:05d}.npy", mode="w+", dtype=np.float16, shape=(n_tokens, dim))
+        out[:] = rng.standard_normal((n_tokens, dim), dtype=np.float32)
+        out.flush()
+        del out
+
+
+def rss180_child(root: Path) -> dict:
+    """Open a disk-backed fp16 batch and score it; runs in its own process."""
+    rss_after_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    sets = [np.load(path, mmap_mode="r") for path in sorted(root.glob("*.npy"))]
+    start = time.perf_counter()
+    scores = mutual_scores(sets, progress=lambda d, t: d % 20 == 0 and log(f"rss180: {d}/{t} volumes"))
+    seconds = time.perf_counter() - start
+    n_tokens, dim = sets[0].shape
+    return {
+        "B": len(sets), "N": n_tokens, "d": dim, "store": "fp16 memmap", "seconds": seconds,
+        "gflops": pair_flops([n_tokens] * len(sets), dim) / seconds / 1e9,
+        "peak_rss_mb_after_imports": rss_after_imports,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "score_shape": [len(scores), int(scores[0].shape[0])],
+    }
+
+
+def bench_rss180(n_volumes: int, n_tokens: int, dim: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="cs3f-bench-") as root:
+        write_fp16_batch(Path(root), n_volumes, n_tokens, dim)
+        cmd = [sys.executable, __file__, "--rss-child", root]
+        done = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True)
+    return json.loads(done.stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
+    parser.add_argument("--only", help="comma-separated sections to run")
+    parser.add_argument("--rss-child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rss_child:
+        print(json.dumps(rss180_child(Path(args.rss_child))))
+        return
+
+    quick = args.quick
+    sections = set(args.only.split(",")) if args.only else None
+    want = lambda name: sections is None or name in sections  # noqa: E731
+    result: dict = {
+        "cs3f_version": __version__,
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                 cwd=Path(__file__).parent).stdout.strip() or None,
+        "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "quick": quick,
+    }
+    if want("matmul") or want("scoring"):
+        log("matmul")
+        result["matmul"] = bench_matmul()
+    if want("scoring"):
+        log("scoring")
+        result["scoring"] = bench_scoring(6 if quick else 20, 4096)
+        result["scoring"]["fraction_of_matmul"] = result["scoring"]["gflops"] / result["matmul"]["gflops"]
+    if want("scaling_b"):
+        result["scaling_b"] = []
+        for n_volumes in ((5, 10) if quick else (10, 20, 40, 80)):
+            log(f"scaling_b B={n_volumes}")
+            result["scaling_b"].append(bench_scoring(n_volumes, 1024 if quick else 4096))
+    if want("scaling_n"):
+        result["scaling_n"] = []
+        for n_tokens in ((256, 512, 1024) if quick else (1024, 2048, 4096, 8192)):
+            log(f"scaling_n N={n_tokens}")
+            result["scaling_n"].append(bench_scoring(10, n_tokens))
+    if want("c2f"):
+        log("c2f")
+        result["c2f"] = bench_c2f(5 if quick else 10, 256 if quick else 1024, 7)
+    if want("tokenize"):
+        result["tokenize"] = []
+        side = 56 if quick else 112
+        log("tokenize pixels")
+        result["tokenize"].append(bench_tokenize(load_encoder("pixels", device="cpu"), side))
+        with tempfile.TemporaryDirectory() as folder:
+            log("tokenize dinov2 vit-s/14 (random weights)")
+            entry = bench_tokenize(vit_s14_random(Path(folder)), side)
+            entry["weights"] = "random (architecture benchmark only)"
+            result["tokenize"].append(entry)
+    if want("rss180") and not quick:
+        log("rss180 (about 10 minutes)")
+        result["rss180"] = bench_rss180(180, 4096, 128)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
