@@ -33,11 +33,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cs3f import __version__  # noqa: E402
-from cs3f.encoders import load_encoder  # noqa: E402
-from cs3f.pairs import NearestTokens  # noqa: E402
-from cs3f.scoring import coarse_to_fine_scores, mutual_scores  # noqa: E402
-from cs3f.tokens import Tokenizer, TokenSettings  # noqa: E402
+from cs3f import __version__
+from cs3f.encoders import load_encoder
+from cs3f.pairs import NearestTokens
+from cs3f.scoring import coarse_to_fine_scores, mutual_scores
+from cs3f.tokens import Tokenizer, TokenSettings
 
 
 def log(message: str) -> None:
@@ -76,14 +76,25 @@ def bench_scoring(n_volumes: int, n_tokens: int, dim: int = 128) -> dict:
     search = NearestTokens("cpu")
     seconds = best_of(lambda: mutual_scores(sets, search=search), 1)
     flops = pair_flops([n_tokens] * n_volumes, dim)
-    return {"B": n_volumes, "N": n_tokens, "d": dim, "seconds": seconds, "gflops": flops / seconds / 1e9}
+    return {
+        "B": n_volumes,
+        "N": n_tokens,
+        "d": dim,
+        "seconds": seconds,
+        "gflops": flops / seconds / 1e9,
+    }
 
 
-def bench_c2f(n_volumes: int, n_coarse: int, children: int, dim: int = 128, n_routes: int = 16) -> dict:
+def bench_c2f(
+    n_volumes: int, n_coarse: int, children: int, dim: int = 128, n_routes: int = 16
+) -> dict:
     rng = np.random.default_rng(1)
     coarse = random_sets(n_volumes, n_coarse, dim, seed=2)
     parents = [np.repeat(np.arange(n_coarse), children) for _ in range(n_volumes)]
-    fine = [c[p] + 0.3 * rng.standard_normal((len(p), dim), dtype=np.float32) for c, p in zip(coarse, parents)]
+    fine = [
+        c[p] + 0.3 * rng.standard_normal((len(p), dim), dtype=np.float32)
+        for c, p in zip(coarse, parents)
+    ]
     start = time.perf_counter()
     routed = coarse_to_fine_scores(coarse, fine, parents, n_routes=n_routes, k=1)
     c2f_seconds = time.perf_counter() - start
@@ -92,8 +103,12 @@ def bench_c2f(n_volumes: int, n_coarse: int, children: int, dim: int = 128, n_ro
     exhaustive_seconds = time.perf_counter() - start
     gap = np.concatenate([r - e for r, e in zip(routed, exhaustive)])
     return {
-        "B": n_volumes, "N_coarse": n_coarse, "N_fine": n_coarse * children, "L": n_routes,
-        "c2f_seconds": c2f_seconds, "exhaustive_seconds": exhaustive_seconds,
+        "B": n_volumes,
+        "N_coarse": n_coarse,
+        "N_fine": n_coarse * children,
+        "L": n_routes,
+        "c2f_seconds": c2f_seconds,
+        "exhaustive_seconds": exhaustive_seconds,
         "speedup": exhaustive_seconds / c2f_seconds,
         "tokens_with_larger_score": float((gap > 1e-5).mean()),
         "mean_relative_excess": float((gap / np.concatenate(exhaustive)).mean()),
@@ -118,8 +133,11 @@ def bench_tokenize(encoder, side: int) -> dict:
     tokenize_seconds = best_of(lambda: tokenizer.tokenize(volume, mask), 1)
     n_slices = 3 * side
     return {
-        "encoder": encoder.name, "volume": [side] * 3, "slices": n_slices,
-        "bare_slices_per_s": n_slices / bare_seconds, "tokenize_slices_per_s": n_slices / tokenize_seconds,
+        "encoder": encoder.name,
+        "volume": [side] * 3,
+        "slices": n_slices,
+        "bare_slices_per_s": n_slices / bare_seconds,
+        "tokenize_slices_per_s": n_slices / tokenize_seconds,
         "tokenize_overhead": tokenize_seconds / bare_seconds - 1,
     }
 
@@ -129,8 +147,14 @@ def vit_s14_random(folder: Path):
     from transformers import Dinov2Config, Dinov2Model
 
     torch.manual_seed(0)
-    config = Dinov2Config(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536,
-                          patch_size=14, image_size=224)
+    config = Dinov2Config(
+        hidden_size=384,
+        num_hidden_layers=12,
+        num_attention_heads=6,
+        intermediate_size=1536,
+        patch_size=14,
+        image_size=224,
+    )
     Dinov2Model(config).save_pretrained(folder)
     return load_encoder("dinov2", folder, device="cpu")
 
@@ -139,7 +163,9 @@ def write_fp16_batch(root: Path, n_volumes: int, n_tokens: int, dim: int) -> Non
     """One ``.npy`` float16 token file per volume, written one volume at a time."""
     rng = np.random.default_rng(4)
     for i in range(n_volumes):
-        out = np.lib.format.open_memmap(root / f"{i:05d}.npy", mode="w+", dtype=np.float16, shape=(n_tokens, dim))
+        out = np.lib.format.open_memmap(
+            root / f"{i:05d}.npy", mode="w+", dtype=np.float16, shape=(n_tokens, dim)
+        )
         out[:] = rng.standard_normal((n_tokens, dim), dtype=np.float32)
         out.flush()
         del out
@@ -150,11 +176,17 @@ def rss180_child(root: Path) -> dict:
     rss_after_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     sets = [np.load(path, mmap_mode="r") for path in sorted(root.glob("*.npy"))]
     start = time.perf_counter()
-    scores = mutual_scores(sets, progress=lambda d, t: d % 20 == 0 and log(f"rss180: {d}/{t} volumes"))
+    scores = mutual_scores(
+        sets, progress=lambda d, t: d % 20 == 0 and log(f"rss180: {d}/{t} volumes")
+    )
     seconds = time.perf_counter() - start
     n_tokens, dim = sets[0].shape
     return {
-        "B": len(sets), "N": n_tokens, "d": dim, "store": "fp16 memmap", "seconds": seconds,
+        "B": len(sets),
+        "N": n_tokens,
+        "d": dim,
+        "store": "fp16 memmap",
+        "seconds": seconds,
         "gflops": pair_flops([n_tokens] * len(sets), dim) / seconds / 1e9,
         "peak_rss_mb_after_imports": rss_after_imports,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -171,7 +203,9 @@ def bench_rss180(n_volumes: int, n_tokens: int, dim: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
     parser.add_argument("--only", help="comma-separated sections to run")
     parser.add_argument("--rss-child", help=argparse.SUPPRESS)
@@ -182,13 +216,22 @@ def main() -> None:
 
     quick = args.quick
     sections = set(args.only.split(",")) if args.only else None
-    want = lambda name: sections is None or name in sections  # noqa: E731
+    want = lambda name: sections is None or name in sections
     result: dict = {
         "cs3f_version": __version__,
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                 cwd=Path(__file__).parent).stdout.strip() or None,
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=Path(__file__).parent,
+        ).stdout.strip()
+        or None,
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        },
         "quick": quick,
     }
     if want("matmul") or want("scoring"):
@@ -197,15 +240,17 @@ def main() -> None:
     if want("scoring"):
         log("scoring")
         result["scoring"] = bench_scoring(6 if quick else 20, 4096)
-        result["scoring"]["fraction_of_matmul"] = result["scoring"]["gflops"] / result["matmul"]["gflops"]
+        result["scoring"]["fraction_of_matmul"] = (
+            result["scoring"]["gflops"] / result["matmul"]["gflops"]
+        )
     if want("scaling_b"):
         result["scaling_b"] = []
-        for n_volumes in ((5, 10) if quick else (10, 20, 40, 80)):
+        for n_volumes in (5, 10) if quick else (10, 20, 40, 80):
             log(f"scaling_b B={n_volumes}")
             result["scaling_b"].append(bench_scoring(n_volumes, 1024 if quick else 4096))
     if want("scaling_n"):
         result["scaling_n"] = []
-        for n_tokens in ((256, 512, 1024) if quick else (1024, 2048, 4096, 8192)):
+        for n_tokens in (256, 512, 1024) if quick else (1024, 2048, 4096, 8192):
             log(f"scaling_n N={n_tokens}")
             result["scaling_n"].append(bench_scoring(10, n_tokens))
     if want("c2f"):

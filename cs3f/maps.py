@@ -16,7 +16,7 @@ import torch
 
 from cs3f.tokens import TokenGrid, TokenSet
 
-__all__ = ["token_map", "fuse_maps", "patient_score", "concat_axes"]
+__all__ = ["concat_axes", "fuse_maps", "patient_score", "token_map"]
 
 
 def _interp_along(values: torch.Tensor, dim: int, centres: np.ndarray, n_out: int) -> torch.Tensor:
@@ -99,8 +99,11 @@ def concat_axes(sets: dict[int, TokenSet]) -> TokenSet:
         g = tokens.grid
         size = g.plane_shape[0]
         cube_edges = np.round(np.arange(n + 1) * size / n).astype(int)
-        if set(g.plane_shape) != {size} or len(g.edges) != n + 1 or not np.array_equal(g.edges, cube_edges) or (
-            g.plane_shape != grid0.plane_shape
+        if (
+            set(g.plane_shape) != {size}
+            or len(g.edges) != n + 1
+            or not np.array_equal(g.edges, cube_edges)
+            or (g.plane_shape != grid0.plane_shape)
         ):
             raise ValueError(
                 "feature-level fusion needs a cubic volume whose depth groups equal its patches "
@@ -113,9 +116,13 @@ def concat_axes(sets: dict[int, TokenSet]) -> TokenSet:
         tokens = sets[axis]
         lookup = np.full(n**3, -1, dtype=np.int64)
         lookup[np.asarray(tokens.cells)] = np.arange(len(tokens.cells))
-        cell_of_cube = np.argsort(np.moveaxis(cube, axis, 0).reshape(-1))  # cube -> this axis's cell
+        cell_of_cube = np.argsort(
+            np.moveaxis(cube, axis, 0).reshape(-1)
+        )  # cube -> this axis's cell
         rows.append(lookup[cell_of_cube])
         kept &= rows[-1] >= 0
     cells = np.flatnonzero(kept)
-    features = np.concatenate([np.asarray(sets[a].features)[rows[a][cells]] for a in (0, 1, 2)], axis=1)
+    features = np.concatenate(
+        [np.asarray(sets[a].features)[rows[a][cells]] for a in (0, 1, 2)], axis=1
+    )
     return TokenSet(features.astype(np.float32), cells, grid0)

@@ -16,6 +16,8 @@ CUDA with a GPU build of faiss the block comes from ``faiss.pairwise_distance_gp
 
 from __future__ import annotations
 
+import importlib
+
 import faiss
 import numpy as np
 import torch
@@ -60,8 +62,7 @@ class NearestTokens:
                     "CUDA is available but this faiss build has no GPU support; install a GPU "
                     "build of faiss or pass device='cpu'"
                 )
-            import faiss.contrib.torch_utils  # noqa: F401  (lets faiss take torch CUDA tensors)
-
+            importlib.import_module("faiss.contrib.torch_utils")  # faiss then takes CUDA tensors
             self._gpu = faiss.StandardGpuResources()
 
     @property

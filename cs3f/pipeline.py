@@ -31,9 +31,9 @@ from cs3f.maps import concat_axes, fuse_maps, token_map
 from cs3f.pairs import NearestTokens
 from cs3f.scoring import coarse_to_fine_scores, mutual_scores, neighbour_count
 from cs3f.store import TokenStore
-from cs3f.tokens import COARSE, FINE, TokenKey, Tokenizer, TokenSet, TokenSettings
+from cs3f.tokens import COARSE, FINE, Tokenizer, TokenKey, TokenSet, TokenSettings
 
-__all__ = ["VARIANTS", "ScoringSettings", "BatchScorer", "BatchScores"]
+__all__ = ["VARIANTS", "BatchScorer", "BatchScores", "ScoringSettings"]
 
 VARIANTS = ("C", "F", "MS")
 FUSIONS = ("score", "feature")
@@ -68,7 +68,9 @@ class ScoringSettings:
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
         if self.fusion == "feature" and self.variant != "C":
-            raise ValueError("feature-level fusion is defined for coarse tokens only: use variant 'C'")
+            raise ValueError(
+                "feature-level fusion is defined for coarse tokens only: use variant 'C'"
+            )
 
     @property
     def levels(self) -> tuple[str, ...]:
@@ -105,7 +107,10 @@ class BatchScores:
             keys = [key for key in self.token_scores if key.level == level]
             if not keys:
                 raise ValueError(f"variant {variant} needs {level} scores, which this run has not")
-            maps = [token_map(self.token_scores[key][index], self._sets(index, key), mask.shape) for key in keys]
+            maps = [
+                token_map(self.token_scores[key][index], self._sets(index, key), mask.shape)
+                for key in keys
+            ]
             level_maps.append(fuse_maps(maps, mask))
         return fuse_maps(level_maps, mask)
 
@@ -132,7 +137,9 @@ class BatchScorer:
         if FINE in self.scoring.levels and self.tokens.q_fine is None:
             raise ValueError(f"variant {self.scoring.variant} needs fine tokens but q_fine is None")
         if FINE not in self.scoring.levels:
-            self.tokens = dataclasses.replace(self.tokens, q_fine=None)  # never computed, never used
+            self.tokens = dataclasses.replace(
+                self.tokens, q_fine=None
+            )  # never computed, never used
         self.tokenizer = Tokenizer(encoder, self.tokens)
         self.store = store or TokenStore(None)
         self.shapes: list[tuple[int, int, int]] = []
@@ -164,7 +171,7 @@ class BatchScorer:
         neighbour_count(n_volumes, self.scoring.rho, self.scoring.k)  # fail early on B or K
         search = NearestTokens(self.scoring.device)
         volumes = range(n_volumes)
-        rule = dict(rho=self.scoring.rho, k=self.scoring.k, search=search)
+        rule = {"rho": self.scoring.rho, "k": self.scoring.k, "search": search}
         keys = self.store.keys()
         scores: dict[TokenKey, list[np.ndarray]] = {}
         sets_of = self.store.get
@@ -174,14 +181,25 @@ class BatchScorer:
             for layer in sorted({key.layer for key in keys}):
                 key = TokenKey(0, layer, COARSE)
                 for i in volumes:
-                    joined[(i, key)] = concat_axes({a: self.store.get(i, TokenKey(a, layer, COARSE)) for a in (0, 1, 2)})
-                scores[key] = self._timed("score_coarse", progress, key, mutual_scores, [joined[(i, key)].features for i in volumes], **rule)
-            sets_of = lambda i, key: joined[(i, key)]  # noqa: E731
+                    joined[(i, key)] = concat_axes(
+                        {a: self.store.get(i, TokenKey(a, layer, COARSE)) for a in (0, 1, 2)}
+                    )
+                scores[key] = self._timed(
+                    "score_coarse",
+                    progress,
+                    key,
+                    mutual_scores,
+                    [joined[(i, key)].features for i in volumes],
+                    **rule,
+                )
+            sets_of = lambda i, key: joined[(i, key)]
         else:
             for key in keys:
                 if key.level == COARSE and COARSE in self.scoring.levels:
                     features = [self.store.get(i, key).features for i in volumes]
-                    scores[key] = self._timed("score_coarse", progress, key, mutual_scores, features, **rule)
+                    scores[key] = self._timed(
+                        "score_coarse", progress, key, mutual_scores, features, **rule
+                    )
                 elif key.level == FINE:
                     coarse_key = key._replace(level=COARSE)
                     scores[key] = self._timed(
@@ -197,7 +215,9 @@ class BatchScorer:
                     )
         return BatchScores(scores, list(self.shapes), self.scoring, dict(self.timings), sets_of)
 
-    def _timed(self, stage: str, progress: StageProgress | None, key: TokenKey, fn, *args, **kwargs):
+    def _timed(
+        self, stage: str, progress: StageProgress | None, key: TokenKey, fn, *args, **kwargs
+    ):
         start = time.perf_counter()
         label = f"{stage} axis {key.axis} {key.layer}"
         report = (lambda done, total: progress(label, done, total)) if progress else None

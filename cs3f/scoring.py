@@ -20,7 +20,7 @@ import torch
 
 from cs3f.pairs import NearestTokens
 
-__all__ = ["neighbour_count", "mutual_scores", "coarse_to_fine_scores"]
+__all__ = ["coarse_to_fine_scores", "mutual_scores", "neighbour_count"]
 
 Progress = Callable[[int, int], None]
 """Called as ``progress(done, total)`` after each query volume."""

@@ -37,7 +37,9 @@ class TokenStore:
             self.root.mkdir(parents=True, exist_ok=True)
 
     @classmethod
-    def temporary(cls, parent: str | Path | None = None) -> tuple[TokenStore, tempfile.TemporaryDirectory]:
+    def temporary(
+        cls, parent: str | Path | None = None
+    ) -> tuple[TokenStore, tempfile.TemporaryDirectory]:
         """A disk store in a fresh temporary folder; keep the handle alive while it is used."""
         handle = tempfile.TemporaryDirectory(prefix="cs3f-tokens-", dir=parent)
         return cls(handle.name), handle

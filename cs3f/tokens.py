@@ -30,13 +30,13 @@ import torch.nn.functional as F
 from cs3f.encoders import SliceEncoder
 
 __all__ = [
-    "TokenSettings",
     "TokenGrid",
-    "TokenSet",
     "TokenKey",
+    "TokenSet",
+    "TokenSettings",
     "Tokenizer",
-    "gaussian_projection",
     "depth_edges",
+    "gaussian_projection",
 ]
 
 COARSE, FINE = "coarse", "fine"
@@ -71,7 +71,11 @@ class TokenSettings:
             raise ValueError(f"dim must be >= 1, got {self.dim}")
         if not 0 <= self.delta < 1:
             raise ValueError(f"delta must be in [0, 1), got {self.delta}")
-        if not self.axes or len(set(self.axes)) != len(self.axes) or not set(self.axes) <= {0, 1, 2}:
+        if (
+            not self.axes
+            or len(set(self.axes)) != len(self.axes)
+            or not set(self.axes) <= {0, 1, 2}
+        ):
             raise ValueError(f"axes must be distinct values from (0, 1, 2), got {self.axes}")
 
     @property
@@ -140,7 +144,9 @@ def gaussian_projection(channels: int, dim: int, entropy: tuple[int, ...]) -> np
     float64, rather than from a sampler whose algorithm may change between NumPy versions.
     """
     count = channels * dim
-    bits = np.random.PCG64(np.random.SeedSequence(list(entropy))).random_raw(2 * math.ceil(count / 2))
+    bits = np.random.PCG64(np.random.SeedSequence(list(entropy))).random_raw(
+        2 * math.ceil(count / 2)
+    )
     u1 = ((bits[0::2] >> np.uint64(11)).astype(np.float64) + 1.0) * 2.0**-53  # (0, 1]
     u2 = (bits[1::2] >> np.uint64(11)).astype(np.float64) * 2.0**-53  # [0, 1)
     radius = np.sqrt(-2.0 * np.log(u1))
@@ -176,7 +182,9 @@ class Tokenizer:
         """(channels, d) projection of one axis and layer, on the encoder's device."""
         key = (axis, layer_index, channels)
         if key not in self._projections:
-            matrix = gaussian_projection(channels, self.settings.dim, (self.settings.seed, axis, layer_index))
+            matrix = gaussian_projection(
+                channels, self.settings.dim, (self.settings.seed, axis, layer_index)
+            )
             self._projections[key] = torch.from_numpy(matrix).to(self.encoder.device)
         return self._projections[key]
 
@@ -191,20 +199,33 @@ class Tokenizer:
             empty when the mask is empty.
         """
         if volume.ndim != 3 or volume.shape != mask.shape:
-            raise ValueError(f"volume and mask must be 3D and alike, got {volume.shape} and {mask.shape}")
+            raise ValueError(
+                f"volume and mask must be 3D and alike, got {volume.shape} and {mask.shape}"
+            )
         out: dict[TokenKey, TokenSet] = {}
         for axis in self.settings.axes:
-            slices = torch.from_numpy(np.ascontiguousarray(np.moveaxis(volume, axis, 0), dtype=np.float32))
-            plane_mask = torch.from_numpy(np.ascontiguousarray(np.moveaxis(mask, axis, 0), dtype=bool))
+            slices = torch.from_numpy(
+                np.ascontiguousarray(np.moveaxis(volume, axis, 0), dtype=np.float32)
+            )
+            plane_mask = torch.from_numpy(
+                np.ascontiguousarray(np.moveaxis(mask, axis, 0), dtype=bool)
+            )
             out.update(self._tokenize_axis(axis, slices, plane_mask))
         return out
 
-    def _tokenize_axis(self, axis: int, slices: torch.Tensor, mask: torch.Tensor) -> dict[TokenKey, TokenSet]:
+    def _tokenize_axis(
+        self, axis: int, slices: torch.Tensor, mask: torch.Tensor
+    ) -> dict[TokenKey, TokenSet]:
         n_slices, height, width = slices.shape
         grid = self.encoder.grid
         levels = self.settings.levels
-        grids = {lv: TokenGrid(axis, depth_edges(n_slices, q), (height, width), grid) for lv, q in levels.items()}
-        keep = {lv: _block_overlap(mask, g.edges, grid) > self.settings.delta for lv, g in grids.items()}
+        grids = {
+            lv: TokenGrid(axis, depth_edges(n_slices, q), (height, width), grid)
+            for lv, q in levels.items()
+        }
+        keep = {
+            lv: _block_overlap(mask, g.edges, grid) > self.settings.delta for lv, g in grids.items()
+        }
         if FINE in keep:
             parent_group = _parent_groups(grids[FINE].edges, levels[COARSE])
             keep[FINE] &= keep[COARSE][parent_group]
@@ -227,7 +248,10 @@ class Tokenizer:
                 full[torch.from_numpy(rows).to(feats.device)] = feats
                 proj = self.projection(axis, layer_index, feats.shape[-1])
                 for lv, q in levels.items():
-                    target = pooled.setdefault((lv, layer_index), np.zeros(grids[lv].shape + (self.settings.dim,), np.float32))
+                    target = pooled.setdefault(
+                        (lv, layer_index),
+                        np.zeros(grids[lv].shape + (self.settings.dim,), np.float32),
+                    )
                     self._pool_chunk(full, start, q, grids[lv].edges, proj, target)
 
         out = {}
@@ -236,21 +260,32 @@ class Tokenizer:
             for lv, g in grids.items():
                 flat_keep = keep[lv].reshape(-1)
                 cells = np.flatnonzero(flat_keep)
-                feats = pooled.get((lv, layer_index), np.zeros(g.shape + (self.settings.dim,), np.float32))
+                feats = pooled.get(
+                    (lv, layer_index), np.zeros(g.shape + (self.settings.dim,), np.float32)
+                )
                 parents = None
                 if lv == COARSE:
                     coarse_rows = np.full(flat_keep.size, -1, dtype=np.int64)
                     coarse_rows[cells] = np.arange(cells.size)
                 else:
                     g_idx, y_idx, x_idx = np.unravel_index(cells, g.shape)
-                    parent_cells = np.ravel_multi_index((parent_group[g_idx], y_idx, x_idx), grids[COARSE].shape)
+                    parent_cells = np.ravel_multi_index(
+                        (parent_group[g_idx], y_idx, x_idx), grids[COARSE].shape
+                    )
                     parents = coarse_rows[parent_cells]
-                out[TokenKey(axis, layer, lv)] = TokenSet(feats.reshape(-1, self.settings.dim)[cells], cells, g, parents)
+                out[TokenKey(axis, layer, lv)] = TokenSet(
+                    feats.reshape(-1, self.settings.dim)[cells], cells, g, parents
+                )
         return out
 
     @staticmethod
     def _pool_chunk(
-        feats: torch.Tensor, start: int, q: int, edges: np.ndarray, proj: torch.Tensor, target: np.ndarray
+        feats: torch.Tensor,
+        start: int,
+        q: int,
+        edges: np.ndarray,
+        proj: torch.Tensor,
+        target: np.ndarray,
     ) -> None:
         """Mean-pool (n, P, P, C) slice features of a group-aligned chunk into ``target`` groups."""
         n = feats.shape[0]

@@ -31,8 +31,15 @@ def test_tiny_dinov2_matches_a_direct_forward(tiny_dinov2):
     from transformers import Dinov2Model
 
     encoder = load_encoder("dinov2", tiny_dinov2.parent, device="cpu")  # finds the one subfolder
-    assert encoder.name == "dinov2-vit32d" and encoder.layer_names == ("block1", "block2", "block3", "block4")
-    digest = hashlib.sha256(b"model.safetensors" + (tiny_dinov2 / "model.safetensors").read_bytes()).hexdigest()
+    assert encoder.name == "dinov2-vit32d" and encoder.layer_names == (
+        "block1",
+        "block2",
+        "block3",
+        "block4",
+    )
+    digest = hashlib.sha256(
+        b"model.safetensors" + (tiny_dinov2 / "model.safetensors").read_bytes()
+    ).hexdigest()
     assert encoder.weights_sha256 == digest
 
     slices = torch.rand(3, 40, 50)
@@ -40,10 +47,12 @@ def test_tiny_dinov2_matches_a_direct_forward(tiny_dinov2):
     assert [tuple(x.shape) for x in layers] == [(3, 16, 16, 32)] * 4
 
     model = Dinov2Model.from_pretrained(tiny_dinov2).eval()
-    x = torch.nn.functional.interpolate(slices[:, None], size=(224, 224), mode="bilinear", antialias=True)
-    x = (x.expand(-1, 3, -1, -1) - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
-        [0.229, 0.224, 0.225]
-    ).view(1, 3, 1, 1)
+    x = torch.nn.functional.interpolate(
+        slices[:, None], size=(224, 224), mode="bilinear", antialias=True
+    )
+    x = (
+        x.expand(-1, 3, -1, -1) - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    ) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     with torch.no_grad():
         hidden = model(pixel_values=x, output_hidden_states=True).hidden_states
     want = model.layernorm(hidden[2])[:, 1:].reshape(3, 16, 16, 32)
@@ -54,8 +63,13 @@ def test_register_tokens_are_dropped(tmp_path):
     from transformers import Dinov2WithRegistersConfig, Dinov2WithRegistersModel
 
     config = Dinov2WithRegistersConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        patch_size=14, image_size=224, num_register_tokens=4,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        patch_size=14,
+        image_size=224,
+        num_register_tokens=4,
     )
     Dinov2WithRegistersModel(config).save_pretrained(tmp_path)
     encoder = load_encoder("dinov2", tmp_path, device="cpu")
@@ -89,8 +103,11 @@ def test_missing_and_malformed_checkpoints_say_what_and_where(tmp_path, tiny_din
     partial.mkdir()
     (partial / "config.json").write_text((tiny_dinov2 / "config.json").read_text())
     weights = load_file(tiny_dinov2 / "model.safetensors")
-    save_file({k: v for k, v in weights.items() if "layer.3." not in k}, partial / "model.safetensors",
-              metadata={"format": "pt"})
+    save_file(
+        {k: v for k, v in weights.items() if "layer.3." not in k},
+        partial / "model.safetensors",
+        metadata={"format": "pt"},
+    )
     with pytest.raises(EncoderError, match="refusing to run with random weights"):
         load_encoder("dinov2", partial)
 
@@ -99,10 +116,10 @@ def test_missing_and_malformed_checkpoints_say_what_and_where(tmp_path, tiny_din
 
 
 def test_tiny_dinov2_runs_end_to_end(tiny_dinov2):
+    from conftest import smooth_volume
+
     from cs3f.pipeline import BatchScorer, ScoringSettings
     from cs3f.tokens import TokenSettings
-
-    from conftest import smooth_volume
 
     encoder = load_encoder("dinov2", tiny_dinov2, device="cpu")
     scorer = BatchScorer(encoder, TokenSettings(q_coarse=6, q_fine=2, dim=16), ScoringSettings(k=1))

@@ -71,10 +71,15 @@ def test_concat_axes_joins_the_same_cube_from_every_axis():
         b = np.unravel_index(cell, (n, n, n))
         for axis in (0, 1, 2):
             assert tuple(row[3 * axis : 3 * axis + 3].astype(int)) == b
-    assert {tuple(np.unravel_index(c, (n, n, n))) for c in joined.cells} == centres[0] & centres[1] & centres[2]
+    assert {tuple(np.unravel_index(c, (n, n, n))) for c in joined.cells} == centres[0] & centres[
+        1
+    ] & centres[2]
 
 
 def test_concat_axes_refuses_non_cubic_grids():
-    sets = {a: TokenSet(np.zeros((1, 1)), np.array([0]), TokenGrid(a, depth_edges(10, 3), (10, 10), 4)) for a in (0, 1, 2)}
+    sets = {
+        a: TokenSet(np.zeros((1, 1)), np.array([0]), TokenGrid(a, depth_edges(10, 3), (10, 10), 4))
+        for a in (0, 1, 2)
+    }
     with pytest.raises(ValueError, match="score-level fusion"):
         concat_axes(sets)

@@ -2,13 +2,12 @@
 
 import numpy as np
 import pytest
+from conftest import smooth_volume
 
 from cs3f.encoders import load_encoder
 from cs3f.pipeline import BatchScorer, ScoringSettings
 from cs3f.store import TokenStore
 from cs3f.tokens import TokenSettings
-
-from conftest import smooth_volume
 
 LESION = (slice(20, 28), slice(30, 38), slice(10, 18))
 
@@ -39,7 +38,13 @@ def run(encoder, volumes, masks, tokens, scoring, store=None):
 @pytest.mark.parametrize("variant", ["C", "F", "MS"])
 def test_planted_lesion_is_found(pixels, variant):
     volumes, masks = cohort()
-    result = run(pixels, volumes, masks, TokenSettings(q_coarse=8, q_fine=2), ScoringSettings(variant=variant, k=2))
+    result = run(
+        pixels,
+        volumes,
+        masks,
+        TokenSettings(q_coarse=8, q_fine=2),
+        ScoringSettings(variant=variant, k=2),
+    )
     maps = [result.voxel_map(i, m) for i, m in enumerate(masks)]
     scores = [m.max() for m in maps]
     assert int(np.argmax(scores)) == 2
@@ -54,9 +59,15 @@ def test_disk_store_gives_the_memory_result(pixels, tmp_path):
     tokens, scoring = TokenSettings(q_coarse=6, q_fine=2), ScoringSettings(k=1)
     in_memory = run(pixels, volumes, masks, tokens, scoring)
     on_disk = run(pixels, volumes, masks, tokens, scoring, TokenStore(tmp_path / "tokens"))
-    assert {p.suffixes[-2] for p in (tmp_path / "tokens").iterdir()} == {".features", ".cells", ".parents"}
+    assert {p.suffixes[-2] for p in (tmp_path / "tokens").iterdir()} == {
+        ".features",
+        ".cells",
+        ".parents",
+    }
     for i, mask in enumerate(masks):
-        np.testing.assert_allclose(on_disk.voxel_map(i, mask), in_memory.voxel_map(i, mask), rtol=5e-3, atol=5e-3)
+        np.testing.assert_allclose(
+            on_disk.voxel_map(i, mask), in_memory.voxel_map(i, mask), rtol=5e-3, atol=5e-3
+        )
     # MS is the mean of C and F
     ms, c, f = (in_memory.voxel_map(0, masks[0], v) for v in ("MS", "C", "F"))
     np.testing.assert_allclose(ms, (c + f) / 2, rtol=1e-5, atol=1e-6)
@@ -65,8 +76,13 @@ def test_disk_store_gives_the_memory_result(pixels, tmp_path):
 def test_feature_level_fusion_on_a_cubic_volume(pixels):
     volumes, masks = cohort(shape=(32, 32, 32), n=4, lesion_at=None)
     volumes[1][8:14, 18:24, 4:10] = 1.0
-    result = run(pixels, volumes, masks, TokenSettings(q_coarse=2, q_fine=None),
-                 ScoringSettings(variant="C", fusion="feature", k=1))
+    result = run(
+        pixels,
+        volumes,
+        masks,
+        TokenSettings(q_coarse=2, q_fine=None),
+        ScoringSettings(variant="C", fusion="feature", k=1),
+    )
     assert [k.axis for k in result.token_scores] == [0]
     assert result.token_scores[next(iter(result.token_scores))][0].shape[0] > 0
     scores = [result.voxel_map(i, m).max() for i, m in enumerate(masks)]

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from cs3f.encoders import load_encoder
-from cs3f.tokens import TokenKey, Tokenizer, TokenSettings, depth_edges, gaussian_projection
+from cs3f.tokens import Tokenizer, TokenKey, TokenSettings, depth_edges, gaussian_projection
 
 
 class CountingEncoder:
@@ -48,7 +48,9 @@ def test_remainder_group_is_the_mean_of_the_leftover_slices(pixels):
     assert list(depth_edges(30, 14)) == [0, 14, 28, 30]
     volume = np.random.default_rng(1).random((30, 20, 20), dtype=np.float32)
     tokenizer = Tokenizer(pixels, settings)
-    tokens = tokenizer.tokenize(volume, np.ones(volume.shape, bool))[TokenKey(0, "pixels", "coarse")]
+    tokens = tokenizer.tokenize(volume, np.ones(volume.shape, bool))[
+        TokenKey(0, "pixels", "coarse")
+    ]
     (features,) = pixels.encode(torch.from_numpy(volume[28:30]))
     pooled = F.normalize(features.mean(0), dim=-1) @ tokenizer.projection(0, 0, 196)
     last_group = tokens.features.reshape(3, 16, 16, 16)[2]
@@ -58,7 +60,9 @@ def test_remainder_group_is_the_mean_of_the_leftover_slices(pixels):
 def test_projection_is_fixed_by_its_seed():
     matrix = gaussian_projection(196, 128, (0, 1, 2))
     # Golden values: the same numbers on any machine and NumPy version (raw PCG64 bits).
-    np.testing.assert_allclose(matrix[0, :4], [-0.01080772, 0.03282979, -0.06769466, 0.04605317], rtol=1e-6)
+    np.testing.assert_allclose(
+        matrix[0, :4], [-0.01080772, 0.03282979, -0.06769466, 0.04605317], rtol=1e-6
+    )
     np.testing.assert_allclose(matrix[-1, -3:], [-0.00074771, 0.009111, 0.01250857], rtol=1e-5)
     np.testing.assert_array_equal(matrix, gaussian_projection(196, 128, (0, 1, 2)))
     assert not np.array_equal(matrix, gaussian_projection(196, 128, (0, 2, 2)))

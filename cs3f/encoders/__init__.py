@@ -17,7 +17,7 @@ from typing import Protocol, runtime_checkable
 import torch
 import torch.nn.functional as F
 
-__all__ = ["SliceEncoder", "EncoderError", "load_encoder", "resize_slices", "ENCODERS"]
+__all__ = ["ENCODERS", "EncoderError", "SliceEncoder", "load_encoder", "resize_slices"]
 
 ENCODERS = ("dinov2", "pixels")
 

@@ -55,8 +55,10 @@ def find_checkpoint(model_path: str | Path | None) -> Path:
     root = Path(model_path)
     if not root.is_dir():
         raise EncoderError(f"model path {root} is not a folder: {expected}")
-    candidates = [root] if (root / "config.json").is_file() else sorted(
-        p.parent for p in root.glob("*/config.json")
+    candidates = (
+        [root]
+        if (root / "config.json").is_file()
+        else sorted(p.parent for p in root.glob("*/config.json"))
     )
     candidates = [c for c in candidates if _model_type(c) in MODEL_TYPES]
     if not candidates:
