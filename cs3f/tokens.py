@@ -205,10 +205,10 @@ class Tokenizer:
         out: dict[TokenKey, TokenSet] = {}
         for axis in self.settings.axes:
             slices = torch.from_numpy(
-                np.ascontiguousarray(np.moveaxis(volume, axis, 0), dtype=np.float32)
+                np.array(np.moveaxis(volume, axis, 0), dtype=np.float32, order="C")
             )
             plane_mask = torch.from_numpy(
-                np.ascontiguousarray(np.moveaxis(mask, axis, 0), dtype=bool)
+                np.array(np.moveaxis(mask, axis, 0), dtype=bool, order="C")
             )
             out.update(self._tokenize_axis(axis, slices, plane_mask))
         return out

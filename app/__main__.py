@@ -1,0 +1,165 @@
+"""``python -m app -i IN -o OUT [-m MODELS] [--encoder dinov2|pixels] [--task ...] [--config FILE]``
+
+The successor of ``monai-deploy exec`` (removed in SDK 0.6). HOLOSCAN_INPUT_PATH,
+HOLOSCAN_OUTPUT_PATH and HOLOSCAN_MODEL_PATH give the folders when the flags are absent.
+Exit codes: 0 done, 1 the batch could not be scored (see scores.json), 2 bad arguments or
+settings, or encoder weights missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HOLOSCAN_LOG_LEVEL", "WARN")
+
+import app  # noqa: F401  (loads the CUDA runtime for holoscan before anything else)
+from app.settings import TASKS, SettingsError, load_settings
+from cs3f import __version__
+from cs3f.encoders import ENCODERS, EncoderError, load_encoder
+from cs3f.nifti_io import find_nifti
+
+LOG = logging.getLogger("cs3f.app")
+
+
+def _arguments(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m app", description=__doc__.split("\n")[0])
+    env = os.environ.get
+    parser.add_argument(
+        "-i",
+        "--input",
+        type=Path,
+        default=env("HOLOSCAN_INPUT_PATH"),
+        help="folder of DICOM studies (any nesting) or of NIfTI volumes",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=env("HOLOSCAN_OUTPUT_PATH"),
+        help="output folder (created; never inside the input)",
+    )
+    parser.add_argument(
+        "-m",
+        "--model",
+        type=Path,
+        default=env("HOLOSCAN_MODEL_PATH"),
+        help="model folder holding the DINOv2 checkpoint (HF format)",
+    )
+    parser.add_argument("--encoder", choices=ENCODERS, help="default: dinov2")
+    parser.add_argument("--task", choices=TASKS, help="default: brain-mri")
+    parser.add_argument("--config", type=Path, help="YAML settings file")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override one setting (repeatable)",
+    )
+    parser.add_argument(
+        "--save-preprocessed",
+        action="store_true",
+        default=None,
+        help="also write OUT/preprocessed/<study>.nii.gz and _mask.nii.gz",
+    )
+    args = parser.parse_args(argv)
+    if args.input is None or args.output is None:
+        parser.error("give -i and -o (or HOLOSCAN_INPUT_PATH and HOLOSCAN_OUTPUT_PATH)")
+    return args
+
+
+def _check_folders(source: Path, target: Path) -> str | None:
+    source, target = source.resolve(), target.resolve()
+    if not source.is_dir():
+        return f"input folder {source} does not exist"
+    if target == source or source in target.parents or target in source.parents:
+        return "the output folder must be outside the input folder (and not contain it)"
+    return None
+
+
+def _logging(output: Path) -> None:
+    logging.getLogger().setLevel(logging.WARNING)
+    LOG.setLevel(logging.INFO)
+    LOG.propagate = False
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    for handler in (
+        logging.StreamHandler(sys.stderr),
+        logging.FileHandler(output / "run.log", "w"),
+    ):
+        handler.setFormatter(fmt)
+        LOG.addHandler(handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(sys.argv[1:] if argv is None else argv)
+    problem = _check_folders(args.input, args.output)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    try:
+        settings = load_settings(
+            args.config,
+            args.overrides,
+            encoder=args.encoder,
+            task=args.task,
+            save_preprocessed=args.save_preprocessed,
+        )
+        settings.rules_json()
+    except (SettingsError, OSError) as exc:
+        print(f"error: settings: {exc}", file=sys.stderr)
+        return 2
+    try:
+        encoder = load_encoder(
+            settings.encoder,
+            args.model,
+            device=settings.scoring.device,
+            batch_size=settings.encoder_batch,
+        )
+    except EncoderError as exc:
+        print(
+            f"error: encoder {settings.encoder}: {exc}\nGive the model folder with -m "
+            f"(or HOLOSCAN_MODEL_PATH), or run the weight-free demo encoder with "
+            f"--encoder pixels.",
+            file=sys.stderr,
+        )
+        return 2
+    args.output.mkdir(parents=True, exist_ok=True)
+    _logging(args.output)
+    input_format = "nifti" if find_nifti(args.input) else "dicom"
+    run = {
+        "app": "cs3f-screening",
+        "app_version": __version__,
+        "encoder": {
+            "name": encoder.name,
+            "weights_sha256": encoder.weights_sha256,
+            "device": str(encoder.device),
+        },
+        "settings": settings.as_dict(),
+    }
+    LOG.info(
+        "cs3f %s, encoder %s, task %s, %s input",
+        __version__,
+        encoder.name,
+        settings.task,
+        input_format,
+    )
+    from app.app import ScreeningApp
+
+    application = ScreeningApp(args.input, args.output, input_format, settings, encoder, run)
+    application.run()
+    batch = application.report.result if application.report else None
+    if batch is None:
+        LOG.error("the run stopped before writing its results")
+        return 1
+    if batch.error:
+        LOG.error(batch.error)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""All settings of a run as one typed object; defaults are the CS3F paper's.
+
+Sources, later wins: the defaults, a YAML file (``--config``), the command line (``--encoder``,
+``--task``, and ``--set section.field=value`` for anything else). The resolved object is written
+into ``scores.json`` so a run can be repeated.
+
+    task: brain-mri
+    encoder: dinov2
+    tokens: {q_coarse: 14, q_fine: 2, dim: 128}
+    scoring: {variant: MS, rho: 0.1}
+    voxel_percentile: 99.0
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from cs3f.encoders import ENCODERS
+from cs3f.pipeline import ScoringSettings
+from cs3f.standardise import StandardiseSettings
+from cs3f.tokens import TokenSettings
+
+__all__ = ["TASKS", "AppSettings", "SettingsError", "load_settings"]
+
+TASKS = ("brain-mri", "lung-ct")
+RULES = Path(__file__).parent / "rules"
+
+
+class SettingsError(ValueError):
+    """A setting is unknown or has a bad value."""
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    """Attributes:
+    task: ``brain-mri`` or ``lung-ct``; picks the series rules and the intensity handling.
+    encoder: ``dinov2`` (weights from the model path) or ``pixels`` (weight-free, for demos).
+    encoder_batch: slices per encoder forward pass.
+    selection_rules: a JSON file in the SDK's series-selection format; empty = the task's.
+    tokens, scoring, standard: the library's settings (see cs3f.tokens, cs3f.pipeline,
+        cs3f.standardise); ``standard.intensity`` follows the task unless set.
+    voxel_percentile: the SEG threshold is this percentile of all foreground voxel scores of
+        the batch (99 = the papers' 99 % specificity point for a mostly normal batch).
+    flag_mad: a study is flagged when its score exceeds the batch median by this many robust
+        standard deviations (1.4826 x MAD).
+    min_batch_warning: fewer scored studies than this gives a warning (quality drops).
+    report_studies: the report shows figures for this many top-ranked studies.
+    save_preprocessed: also write the standard-space volume and mask per study.
+    """
+
+    task: str = "brain-mri"
+    encoder: str = "dinov2"
+    encoder_batch: int = 32
+    selection_rules: str = ""
+    tokens: TokenSettings = field(default_factory=TokenSettings)
+    scoring: ScoringSettings = field(default_factory=ScoringSettings)
+    standard: StandardiseSettings = field(default_factory=StandardiseSettings)
+    voxel_percentile: float = 99.0
+    flag_mad: float = 3.0
+    min_batch_warning: int = 20
+    report_studies: int = 50
+    save_preprocessed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise SettingsError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.encoder not in ENCODERS:
+            raise SettingsError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
+        if not 0 < self.voxel_percentile < 100:
+            raise SettingsError(
+                f"voxel_percentile must be in (0, 100), got {self.voxel_percentile}"
+            )
+
+    @property
+    def rules_path(self) -> Path:
+        return Path(self.selection_rules) if self.selection_rules else RULES / f"{self.task}.json"
+
+    def rules_json(self) -> str:
+        """The series-selection rules as a JSON string (checked to parse)."""
+        text = self.rules_path.read_text(encoding="utf-8")
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SettingsError(
+                f"selection rules {self.rules_path} are not valid JSON: {exc}"
+            ) from exc
+        return text
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _build(cls, values: dict, where: str):
+    """A dataclass ``cls`` from a nested dict, refusing unknown keys."""
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(values) - set(known)
+    if unknown:
+        raise SettingsError(f"unknown setting(s) {sorted(unknown)} in {where or 'top level'}")
+    kwargs = {}
+    for name, value in values.items():
+        default = getattr(cls(), name) if name in ("tokens", "scoring", "standard") else None
+        if dataclasses.is_dataclass(default):
+            if not isinstance(value, dict):
+                raise SettingsError(f"{where}{name} must be a mapping")
+            kwargs[name] = _build(type(default), value, f"{where}{name}.")
+        else:
+            kwargs[name] = tuple(value) if isinstance(value, list) else value
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"{where or 'settings'}: {exc}") from exc
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = (
+            _merge(out[key], value)
+            if isinstance(value, dict) and isinstance(out.get(key), dict)
+            else value
+        )
+    return out
+
+
+def load_settings(config: Path | None = None, overrides: list[str] = (), **flags) -> AppSettings:
+    """Defaults < YAML ``config`` < ``overrides`` ("a.b=value", value parsed as YAML) < ``flags``
+    (keyword arguments that are not None)."""
+    values: dict = {}
+    if config is not None:
+        loaded = yaml.safe_load(Path(config).read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise SettingsError(f"{config}: expected a mapping at the top level")
+        values = _merge(values, loaded)
+    for item in overrides:
+        if "=" not in item:
+            raise SettingsError(f"--set expects section.field=value, got {item!r}")
+        dotted, raw = item.split("=", 1)
+        nested: dict = {}
+        cursor = nested
+        *parents, leaf = dotted.strip().split(".")
+        for part in parents:
+            cursor = cursor.setdefault(part, {})
+        cursor[leaf] = yaml.safe_load(raw)
+        values = _merge(values, nested)
+    values = _merge(values, {k: v for k, v in flags.items() if v is not None})
+    if values.get("task") == "lung-ct":
+        values = _merge({"standard": {"intensity": "window"}}, values)
+    return _build(AppSettings, values, "")

@@ -1,0 +1,74 @@
+"""Tokens of the batch -> cross-subject scores, then the batch-calibrated voxel threshold."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from monai.deploy.core import Operator, OperatorSpec
+
+from cs3f.maps import patient_score
+from cs3f.progress import Progress
+from cs3f.threshold import StreamingPercentile
+from operators.batch import Batch
+
+LOG = logging.getLogger("cs3f.app")
+
+
+class ScoreOperator(Operator):
+    """Scores every token against the other studies, fills each study's score (max voxel) and
+    standard-space map (parked in the work folder), and sets ``batch.threshold`` to the ``voxel_percentile`` of all foreground voxel scores.
+
+    Fewer than two scorable studies cannot be compared: ``batch.error`` says so and nothing is
+    scored (the app then exits non-zero after writing the table).
+    """
+
+    def __init__(self, fragment, *args, voxel_percentile: float, min_batch_warning: int, **kwargs):
+        self.voxel_percentile, self.min_batch_warning = voxel_percentile, min_batch_warning
+        super().__init__(fragment, *args, **kwargs)
+
+    def setup(self, spec: OperatorSpec):
+        spec.input("batch")
+        spec.output("batch")
+
+    def compute(self, op_input, op_output, context):
+        batch: Batch = op_input.receive("batch")
+        cases = list(batch.scored_in_order())
+        if len(cases) < 2:
+            batch.error = (
+                f"{len(cases)} scorable studies: the method compares studies with each "
+                "other and needs at least 2"
+            )
+            for case in batch.active():
+                case.row.fail("failed", "batch too small to score")
+            op_output.emit(batch, "batch")
+            return
+        if len(cases) < self.min_batch_warning:
+            batch.warnings.append(
+                f"only {len(cases)} studies scored; quality drops below about "
+                f"{self.min_batch_warning} (the papers' batches hold 30 or more)"
+            )
+        stages: dict[str, Progress] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            stages.setdefault(stage, Progress(LOG, stage, total)).update(done, total)
+
+        batch.scores = batch.scorer.score(progress)
+        batch.timings.update({f"scorer_{k}": v for k, v in batch.scores.timings.items()})
+        low = min(0.0, min(float(s.min()) for v in batch.scores.token_scores.values() for s in v))
+        high = max(float(s.max()) for v in batch.scores.token_scores.values() for s in v)
+        histogram = StreamingPercentile(low, high)
+        for case in cases:
+            voxel_map = batch.scores.voxel_map(case.index, np.asarray(case.standard.mask))
+            histogram.add(voxel_map[np.asarray(case.standard.mask)])
+            case.row.score = patient_score(voxel_map)
+            case.score_map = batch.park(f"{case.tag}_map", voxel_map)
+        batch.threshold = histogram.percentile(self.voxel_percentile)
+        LOG.info(
+            "scored %d studies; voxel threshold %.4g (%g-th percentile of %d voxels)",
+            len(cases),
+            batch.threshold,
+            self.voxel_percentile,
+            histogram.total,
+        )
+        op_output.emit(batch, "batch")

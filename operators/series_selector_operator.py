@@ -1,0 +1,69 @@
+"""Studies -> one series per study by the SDK's JSON rules; studies without a match are skipped."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from monai.deploy.operators import DICOMSeriesSelectorOperator
+
+from cs3f.outputs import StudyRow, sanitise
+from operators.batch import Batch, Case
+
+
+class SeriesSelectorOperator(DICOMSeriesSelectorOperator):
+    """The SDK selector applied study by study, so that every study gets a row.
+
+    Where several series match, the one with the most instances wins and the row says so.
+    Input ``(studies, intake)``; output a :class:`Batch`.
+    """
+
+    def __init__(self, fragment, *args, work: Path, **kwargs):
+        self.work = work
+        super().__init__(
+            fragment, *args, all_matched=True, sort_by_sop_instance_count=True, **kwargs
+        )
+
+    def compute(self, op_input, op_output, context):
+        studies, intake = op_input.receive(self.input_name_study_list)
+        rules = json.loads(self._rules_json_str)
+        batch = Batch("dicom", self.work, intake=intake)
+        for n, study in enumerate(sorted(studies, key=lambda s: str(s.StudyInstanceUID))):
+            uid = str(study.StudyInstanceUID or "")
+            row = StudyRow(key=sanitise(uid, f"study-{n:04d}"), study_instance_uid=uid)
+            case = Case(row)
+            series = study.get_all_series()
+            if series:
+                native = series[0].get_sop_instances()[0].get_native_sop_instance()
+                row.patient_id = str(native.get("PatientID", ""))
+                row.accession_number = str(native.get("AccessionNumber", ""))
+            try:
+                selected = self.filter(rules, [study], True, True)
+            except Exception as exc:  # noqa: BLE001  (the SDK raises bare errors on odd tags)
+                row.fail("skipped", f"series selection failed: {type(exc).__name__}: {exc}")
+                selected = []
+            matches = [s.series for sel in selected for s in sel.selected_series]
+            if not matches and row.status == "scored":
+                row.fail(
+                    "skipped",
+                    f"no series matches the {len(rules['selections'])} selection "
+                    f"rule(s) ({len(series)} series in the study)",
+                )
+            elif matches:
+                case.series = matches[0]
+                row.series_instance_uid = str(matches[0].SeriesInstanceUID or "")
+                if len(matches) > 1:
+                    row.reason = (
+                        f"{len(matches)} series matched; chose the one with the most "
+                        f"instances ({len(matches[0].get_sop_instances())})"
+                    )
+            batch.cases.append(case)
+        for n, count in enumerate(intake["without_study_uid"]):
+            row = StudyRow(key=f"no-study-uid-{n:03d}", study_instance_uid="")
+            row.fail(
+                "skipped",
+                f"{count} DICOM instances in one folder have no StudyInstanceUID: "
+                "they cannot be grouped or referenced by a SEG",
+            )
+            batch.cases.append(Case(row))
+        op_output.emit(batch, self.output_name_selected_series)

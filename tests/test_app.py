@@ -1,0 +1,180 @@
+"""The whole app in-process on a small synthetic cohort with deliberately bad input mixed in."""
+
+import csv
+import json
+import shutil
+import subprocess
+
+import highdicom as hd
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+from app.__main__ import main
+from cs3f.cohort import make_cohort
+from cs3f.dicom_volume import series_volume
+
+FAST = ["--encoder", "pixels", "--set", "standard.size=112", "--set", "report_studies=2"]
+
+
+def _run(tmp_path, source, *extra):
+    out = tmp_path / "out"
+    code = main(["-i", str(source), "-o", str(out), *FAST, *extra])
+    return code, out
+
+
+def _rows(out):
+    with open(out / "scores.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def messy(tmp_path_factory):
+    """6 synthetic studies, plus: a corrupt file, a text file, a second (smaller) candidate
+    series in study 0, and a PatientID full of path characters in study 1."""
+    root = tmp_path_factory.mktemp("messy")
+    make_cohort(root, n_normal=5, n_abnormal=1, seed=3)
+    studies = root / "studies"
+    (studies / "notes.txt").write_text("not a DICOM file")
+    (studies / "000" / "broken.dcm").write_bytes(b"DICM" + bytes(300))
+    extra = studies / "000-extra"
+    extra.mkdir()
+    series_uid = generate_uid()
+    for n, path in enumerate(sorted((studies / "000").glob("0*.dcm"))[:10]):
+        ds = pydicom.dcmread(path)
+        ds.SeriesInstanceUID, ds.SOPInstanceUID = series_uid, generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.save_as(extra / f"{n}.dcm")
+    for path in (studies / "001").glob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        ds.PatientID = "../../evil/..:id"
+        ds.save_as(path)
+    out = root / "out"
+    code = main(["-i", str(studies), "-o", str(out), *FAST])
+    return code, studies, out
+
+
+def test_outputs_exactly_as_specified(messy):
+    code, studies, out = messy
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "maps",
+        "report.html",
+        "run.log",
+        "scores.csv",
+        "scores.json",
+        "seg",
+    ]
+    rows = _rows(out)
+    assert list(rows[0]) == [
+        "rank",
+        "patient_id",
+        "accession_number",
+        "study_instance_uid",
+        "series_instance_uid",
+        "score",
+        "batch_percentile",
+        "flagged",
+        "status",
+        "reason",
+    ]
+    assert len(rows) == 6 and all(r["status"] == "scored" for r in rows)
+    scores = [float(r["score"]) for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    assert [int(r["rank"]) for r in rows] == list(range(1, 7))
+    for r in rows:
+        assert (out / "seg" / f"{r['study_instance_uid']}.dcm").is_file()
+        assert (out / "maps" / f"{r['study_instance_uid']}.nii.gz").is_file()
+    report = json.loads((out / "scores.json").read_text())
+    run = report["run"]
+    assert run["encoder"]["name"] == "pixels-p14" and "weights_sha256" in run["encoder"]
+    assert run["settings"]["standard"]["size"] == 112
+    assert run["files"]["skipped_files"] == 2 and run["batch_size"] == 6
+    assert run["files"]["without_study_uid"] == []
+    assert any("quality drops" in w for w in run["warnings"])
+    assert {"tokenize", "preprocess", "write outputs"} <= set(run["timings_s"])
+    assert "<table>" in (out / "report.html").read_text()
+
+
+def test_bad_input_is_contained(messy):
+    _, studies, out = messy
+    rows = {r["study_instance_uid"]: r for r in _rows(out)}
+    two = [r for r in rows.values() if "2 series matched" in r["reason"]]
+    assert len(two) == 1  # study 0: the full series was chosen over the 10-slice copy
+    first = pydicom.dcmread(sorted((studies / "000").glob("0*.dcm"))[0])
+    assert two[0]["series_instance_uid"] == first.SeriesInstanceUID
+    assert any(r["patient_id"] == "../../evil/..:id" for r in rows.values())
+    every = [p.relative_to(out) for p in out.rglob("*")]
+    assert not any("evil" in str(p) or ".." in p.parts for p in every)
+    log = (out / "run.log").read_text()
+    assert "SYN" not in log and "Synthetic" not in log and "evil" not in log
+    assert not any(p.name.startswith(".") for p in out.rglob("*"))  # no work or temp files left
+
+
+def test_seg_matches_map_and_references_source(messy):
+    _, studies, out = messy
+    threshold = json.loads((out / "scores.json").read_text())["run"]["voxel_threshold"]
+    folder = studies / "002"
+    source = [pydicom.dcmread(p) for p in sorted(folder.glob("*.dcm"))]
+    volume, slices = series_volume(source)
+    uid = source[0].StudyInstanceUID
+    score_map = nib.load(out / "maps" / f"{uid}.nii.gz")
+    assert score_map.shape == volume.shape
+    np.testing.assert_allclose(score_map.affine, volume.affine, atol=1e-4)
+    expected = np.asarray(score_map.dataobj) > threshold
+    seg = hd.seg.segread(out / "seg" / f"{uid}.dcm")
+    assert seg.SeriesInstanceUID != source[0].SeriesInstanceUID
+    referenced = seg.ReferencedSeriesSequence[0]
+    assert referenced.SeriesInstanceUID == source[0].SeriesInstanceUID
+    assert seg.SegmentSequence[0].SegmentedPropertyTypeCodeSequence[0].CodeValue == "52988006"
+    algorithm = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+    assert "CS3F" in algorithm.AlgorithmName and algorithm.AlgorithmVersion
+    frames = seg.get_pixels_by_source_instance(
+        [ds.SOPInstanceUID for ds in slices],
+        segment_numbers=[1],
+        assert_missing_frames_are_empty=True,
+    )[..., 0]
+    np.testing.assert_array_equal(frames.transpose(2, 1, 0) > 0, expected)
+    assert expected.any()
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (Debian dicom3tools) absent")
+def test_every_seg_passes_dciodvfy(messy):
+    _, _, out = messy
+    for path in sorted((out / "seg").glob("*.dcm")):
+        result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+        assert not errors, f"{path.name}: {errors}"
+
+
+def test_empty_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "in").mkdir()
+    code, out = _run(tmp_path, tmp_path / "in")
+    assert code == 1
+    assert "at least 2" in json.loads((out / "scores.json").read_text())["run"]["error"]
+
+
+def test_single_study_is_a_clear_error(tmp_path):
+    make_cohort(tmp_path / "one", n_normal=1, n_abnormal=0, seed=5)
+    code, out = _run(tmp_path, tmp_path / "one" / "studies")
+    assert code == 1
+    rows = _rows(out)
+    assert len(rows) == 1 and rows[0]["status"] == "failed"
+
+
+def test_missing_weights_stop_before_any_work(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    out = tmp_path / "out"
+    code = main(["-i", str(tmp_path / "in"), "-o", str(out), "-m", str(tmp_path / "nothing")])
+    assert code == 2
+    message = capsys.readouterr().err
+    assert "-m" in message and "--encoder pixels" in message
+    assert not out.exists()
+
+
+def test_output_inside_input_is_refused(tmp_path):
+    (tmp_path / "in").mkdir()
+    code = main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "in" / "out"), *FAST])
+    assert code == 2
