@@ -252,7 +252,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--normal", type=int, default=10)
     parser.add_argument("--abnormal", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="do nothing when DIR already holds a cohort (truth/labels.csv)",
+    )
     args = parser.parse_args(argv)
+    if args.reuse and (args.out / "truth" / "labels.csv").is_file():
+        print(f"reusing the cohort in {args.out}")
+        return
     if (args.out / "studies").exists() and any((args.out / "studies").iterdir()):
         parser.error(f"{args.out / 'studies'} is not empty; choose another --out or remove it")
     labels = make_cohort(args.out, args.normal, args.abnormal, args.seed)
