@@ -57,7 +57,7 @@ def messy(tmp_path_factory):
 
 
 def test_outputs_exactly_as_specified(messy):
-    code, studies, out = messy
+    code, _, out = messy
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == [
         "maps",
@@ -103,7 +103,7 @@ def test_bad_input_is_contained(messy):
     rows = {r["study_instance_uid"]: r for r in _rows(out)}
     two = [r for r in rows.values() if "2 series matched" in r["reason"]]
     assert len(two) == 1  # study 0: the full series was chosen over the 10-slice copy
-    first = pydicom.dcmread(sorted((studies / "000").glob("0*.dcm"))[0])
+    first = pydicom.dcmread(min((studies / "000").glob("0*.dcm")))
     assert two[0]["series_instance_uid"] == first.SeriesInstanceUID
     assert any(r["patient_id"] == "../../evil/..:id" for r in rows.values())
     every = [p.relative_to(out) for p in out.rglob("*")]
@@ -144,7 +144,9 @@ def test_seg_matches_map_and_references_source(messy):
 def test_every_seg_passes_dciodvfy(messy):
     _, _, out = messy
     for path in sorted((out / "seg").glob("*.dcm")):
-        result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+        result = subprocess.run(
+            ["dciodvfy", str(path)], capture_output=True, text=True, check=False
+        )
         errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
         assert not errors, f"{path.name}: {errors}"
 
