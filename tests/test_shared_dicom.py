@@ -8,10 +8,10 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+from conftest import SHARED_DATA
 
 from app.__main__ import main
 from cs3f.dicom_volume import series_volume
-from tests.conftest import SHARED_DATA
 
 DICOM = SHARED_DATA / "dicom"
 pytestmark = pytest.mark.skipif(not DICOM.is_dir(), reason="../shared/data absent")
