@@ -16,7 +16,6 @@ from pathlib import Path
 
 os.environ.setdefault("HOLOSCAN_LOG_LEVEL", "WARN")
 
-import app  # noqa: F401  (loads the CUDA runtime for holoscan before anything else)
 from app.settings import TASKS, SettingsError, load_settings
 from cs3f import __version__
 from cs3f.encoders import ENCODERS, EncoderError, load_encoder

@@ -103,7 +103,8 @@ def _build(cls, values: dict, where: str):
         raise SettingsError(f"unknown setting(s) {sorted(unknown)} in {where or 'top level'}")
     kwargs = {}
     for name, value in values.items():
-        default = getattr(cls(), name) if name in ("tokens", "scoring", "standard") else None
+        factory = known[name].default_factory
+        default = None if factory is dataclasses.MISSING else factory()
         if dataclasses.is_dataclass(default):
             if not isinstance(value, dict):
                 raise SettingsError(f"{where}{name} must be a mapping")

@@ -27,13 +27,13 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from scipy import ndimage
 
+from cs3f.dicom_volume import LPS_TO_RAS
 from cs3f.nifti_io import save_nifti
 from cs3f.outputs import atomic_path, write_text
 from cs3f.volume import resample
 
 __all__ = ["Subject", "make_cohort", "make_subject", "write_series"]
 
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 ORIENTATIONS = {"axial": (0, 1, 2), "coronal": (0, 2, 1), "sagittal": (1, 2, 0)}
 
 
@@ -143,7 +143,7 @@ def write_series(
     ``tags`` sets patient/study attributes (PatientName, PatientID, AccessionNumber, ...).
     UIDs derive from ``uid_seed``, so the same seed writes the same UIDs.
     """
-    lps = LPS_TO_RAS @ affine
+    lps = LPS_TO_RAS @ affine  # the flip is its own inverse: RAS -> LPS
     step = np.linalg.norm(lps[:3, :3], axis=0)
     row_cosine, col_cosine = lps[:3, 0] / step[0], lps[:3, 1] / step[1]
     pixels = np.clip(np.round(image), 0, 65535).astype(np.uint16)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,6 +83,3 @@ class Batch:
         path = self.work / f"{name}.npy"
         np.save(path, array)
         return np.load(path, mmap_mode="r")
-
-    def scored_in_order(self) -> Iterator[Case]:
-        yield from (c for c in self.cases if c.row.status == "scored" and c.index is not None)

@@ -10,15 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from monai.deploy.core import Operator, OperatorSpec
 
 from cs3f.dicom_seg import anomaly_segmentation, save
 from cs3f.nifti_io import save_nifti
 from cs3f.report import study_figure
 from operators.batch import Batch, Case
+from operators.batch_stage import BatchStage
 
 
-class OutputsOperator(Operator):
+class OutputsOperator(BatchStage):
     def __init__(
         self, fragment, *args, output_folder: Path, encoder_name: str, report_studies: int, **kwargs
     ):
@@ -26,16 +26,12 @@ class OutputsOperator(Operator):
         self.report_studies = report_studies
         super().__init__(fragment, *args, **kwargs)
 
-    def setup(self, spec: OperatorSpec):
-        spec.input("batch")
-        spec.output("batch")
-
     def compute(self, op_input, op_output, context):
         batch: Batch = op_input.receive("batch")
         if batch.scores is None:
             op_output.emit(batch, "batch")
             return
-        scores = sorted((c.row.score for c in batch.scored_in_order()), reverse=True)
+        scores = sorted((c.row.score for c in batch.active()), reverse=True)
         shown_from = scores[min(self.report_studies, len(scores)) - 1] if scores else 0.0
         vmax = scores[0] if scores else 1.0
 

@@ -4,23 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from monai.deploy.core import Operator, OperatorSpec
-
 from cs3f.nifti_io import save_nifti
 from cs3f.standardise import StandardiseSettings, standardise
 from operators.batch import Batch, Case
+from operators.batch_stage import BatchStage
 
 
-class PreprocessOperator(Operator):
+class PreprocessOperator(BatchStage):
     def __init__(
         self, fragment, *args, settings: StandardiseSettings, save_to: Path | None, **kwargs
     ):
         self.settings, self.save_to = settings, save_to
         super().__init__(fragment, *args, **kwargs)
-
-    def setup(self, spec: OperatorSpec):
-        spec.input("batch")
-        spec.output("batch")
 
     def compute(self, op_input, op_output, context):
         batch: Batch = op_input.receive("batch")

@@ -5,17 +5,17 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from monai.deploy.core import Operator, OperatorSpec
 
 from cs3f.maps import patient_score
 from cs3f.progress import Progress
 from cs3f.threshold import StreamingPercentile
 from operators.batch import Batch
+from operators.batch_stage import BatchStage
 
 LOG = logging.getLogger("cs3f.app")
 
 
-class ScoreOperator(Operator):
+class ScoreOperator(BatchStage):
     """Scores every token against the other studies, fills each study's score (max voxel) and
     standard-space map (parked in the work folder), and sets ``batch.threshold`` to the ``voxel_percentile`` of all foreground voxel scores.
 
@@ -27,13 +27,9 @@ class ScoreOperator(Operator):
         self.voxel_percentile, self.min_batch_warning = voxel_percentile, min_batch_warning
         super().__init__(fragment, *args, **kwargs)
 
-    def setup(self, spec: OperatorSpec):
-        spec.input("batch")
-        spec.output("batch")
-
     def compute(self, op_input, op_output, context):
         batch: Batch = op_input.receive("batch")
-        cases = list(batch.scored_in_order())
+        cases = batch.active()  # after tokenize, every active case has its batch index
         if len(cases) < 2:
             batch.error = (
                 f"{len(cases)} scorable studies: the method compares studies with each "

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from monai.deploy.core import Operator, OperatorSpec
-
 from cs3f.encoders import SliceEncoder
 from cs3f.pipeline import BatchScorer, ScoringSettings
 from cs3f.store import TokenStore
 from cs3f.tokens import TokenSettings
 from operators.batch import Batch, Case
+from operators.batch_stage import BatchStage
 
 
-class TokenizeOperator(Operator):
+class TokenizeOperator(BatchStage):
     def __init__(
         self,
         fragment,
@@ -23,10 +22,6 @@ class TokenizeOperator(Operator):
     ):
         self.encoder, self.tokens, self.scoring = encoder, tokens, scoring
         super().__init__(fragment, *args, **kwargs)
-
-    def setup(self, spec: OperatorSpec):
-        spec.input("batch")
-        spec.output("batch")
 
     def compute(self, op_input, op_output, context):
         batch: Batch = op_input.receive("batch")

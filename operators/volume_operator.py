@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-from monai.deploy.core import Operator, OperatorSpec
-
 from cs3f.dicom_volume import series_volume
 from cs3f.volume import Volume
 from operators.batch import Batch, Case
+from operators.batch_stage import BatchStage
 
 
-class VolumeOperator(Operator):
+class VolumeOperator(BatchStage):
     """Builds each study's volume from its instances with exact geometry.
 
     The SDK's DICOMSeriesToVolumeOperator converts only the first study, and its affine takes the
     column spacing from PixelSpacing[0] (row spacing), so this calls the library instead.
     A study whose series has no stable UIDs or no regular grid fails with the reason.
     """
-
-    def setup(self, spec: OperatorSpec):
-        spec.input("batch")
-        spec.output("batch")
 
     def compute(self, op_input, op_output, context):
         batch: Batch = op_input.receive("batch")
