@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cs3f import __version__
 from cs3f.encoders import load_encoder
+from cs3f.encoders.dinov2 import write_random_checkpoint
 from cs3f.pairs import NearestTokens
 from cs3f.scoring import coarse_to_fine_scores, mutual_scores
 from cs3f.tokens import Tokenizer, TokenSettings
@@ -144,18 +145,7 @@ def bench_tokenize(encoder, side: int) -> dict:
 
 def vit_s14_random(folder: Path):
     """A DINOv2 ViT-S/14-architecture checkpoint with random weights, loaded like a real one."""
-    from transformers import Dinov2Config, Dinov2Model
-
-    torch.manual_seed(0)
-    config = Dinov2Config(
-        hidden_size=384,
-        num_hidden_layers=12,
-        num_attention_heads=6,
-        intermediate_size=1536,
-        patch_size=14,
-        image_size=224,
-    )
-    Dinov2Model(config).save_pretrained(folder)
+    write_random_checkpoint(folder, hidden_size=384, num_layers=12, num_heads=6)
     return load_encoder("dinov2", folder, device="cpu")
 
 

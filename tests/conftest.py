@@ -21,18 +21,9 @@ def smooth_volume(shape, seed, noise=0.02):
 @pytest.fixture(scope="session")
 def tiny_dinov2(tmp_path_factory):
     """A 4-block DINOv2 with random weights, written with save_pretrained like a real one."""
-    import torch
-    from transformers import Dinov2Config, Dinov2Model
+    from cs3f.encoders.dinov2 import write_random_checkpoint
 
-    torch.manual_seed(0)
-    config = Dinov2Config(
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        intermediate_size=64,
-        patch_size=14,
-        image_size=224,
-    )
     folder = tmp_path_factory.mktemp("models") / "dinov2-tiny"
-    Dinov2Model(config).save_pretrained(folder)
-    return folder
+    return write_random_checkpoint(
+        folder, hidden_size=32, num_layers=4, num_heads=2, intermediate_size=64
+    )

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cs3f.encoders import EncoderError, SliceEncoder, load_encoder
-from cs3f.encoders.dinov2 import default_blocks
+from cs3f.encoders.dinov2 import default_blocks, write_random_checkpoint
 
 
 def test_pixel_features_are_the_patch_intensities():
@@ -60,18 +60,9 @@ def test_tiny_dinov2_matches_a_direct_forward(tiny_dinov2):
 
 
 def test_register_tokens_are_dropped(tmp_path):
-    from transformers import Dinov2WithRegistersConfig, Dinov2WithRegistersModel
-
-    config = Dinov2WithRegistersConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        patch_size=14,
-        image_size=224,
-        num_register_tokens=4,
+    write_random_checkpoint(
+        tmp_path, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, registers=4
     )
-    Dinov2WithRegistersModel(config).save_pretrained(tmp_path)
     encoder = load_encoder("dinov2", tmp_path, device="cpu")
     assert encoder.n_prefix == 5 and encoder.name.endswith("-reg")
     assert [tuple(x.shape) for x in encoder.encode(torch.rand(2, 30, 30))] == [(2, 16, 16, 32)] * 2

@@ -184,3 +184,45 @@ class Dinov2Encoder:
                     patches = self.model.layernorm(hidden[block])[:, self.n_prefix :]
                     out.append(patches.float().reshape(len(batch), self.grid, self.grid, -1))
         return [torch.cat(out) for out in outputs]
+
+
+def write_random_checkpoint(
+    folder: Path,
+    *,
+    hidden_size: int,
+    num_layers: int,
+    num_heads: int,
+    intermediate_size: int | None = None,
+    registers: int = 0,
+    seed: int = 0,
+) -> Path:
+    """Save a DINOv2-architecture model with seeded random weights to ``folder`` in HF format.
+
+    For tests and benchmarks, which cannot download real weights: the checkpoint loads through
+    :meth:`Dinov2Encoder.from_folder` exactly like a real one. Patch 14, image 224;
+    ``registers`` > 0 gives the with-registers variant. Returns ``folder``.
+    """
+    from transformers import (
+        Dinov2Config,
+        Dinov2Model,
+        Dinov2WithRegistersConfig,
+        Dinov2WithRegistersModel,
+    )
+
+    shape = {
+        "hidden_size": hidden_size,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": num_heads,
+        "intermediate_size": intermediate_size or 4 * hidden_size,
+        "patch_size": 14,
+        "image_size": 224,
+    }
+    torch.manual_seed(seed)
+    if registers:
+        model = Dinov2WithRegistersModel(
+            Dinov2WithRegistersConfig(**shape, num_register_tokens=registers)
+        )
+    else:
+        model = Dinov2Model(Dinov2Config(**shape))
+    model.save_pretrained(folder)
+    return Path(folder)
