@@ -76,7 +76,9 @@ class ScreeningApp(Application):
             self.add_flow(studies, select, {("dicom_study_list", "dicom_study_list")})
             self.add_flow(select, start, {("study_selected_series_list", "batch")})
         saved = self.output_folder / "preprocessed" if s.save_preprocessed else None
-        preprocess = PreprocessOperator(self, settings=s.standard, save_to=saved, name="preprocess")
+        preprocess = PreprocessOperator(
+            self, task=s.task, settings=s.preprocess, save_to=saved, name="preprocess"
+        )
         tokenize = TokenizeOperator(
             self, encoder=self.encoder, tokens=s.tokens, scoring=s.scoring, name="tokenize"
         )

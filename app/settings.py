@@ -22,12 +22,12 @@ import yaml
 
 from cs3f.encoders import ENCODERS
 from cs3f.pipeline import ScoringSettings
-from cs3f.standardise import StandardiseSettings
+from cs3f.preprocess import TASKS
+from cs3f.standard_space import PreprocessSettings
 from cs3f.tokens import TokenSettings
 
 __all__ = ["TASKS", "AppSettings", "SettingsError", "load_settings"]
 
-TASKS = ("brain-mri", "lung-ct")
 RULES = Path(__file__).parent / "rules"
 
 
@@ -38,19 +38,19 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class AppSettings:
     """Attributes:
-    task: ``brain-mri`` or ``lung-ct``; picks the series rules and the intensity handling.
+    task: ``brain-mri`` or ``lung-ct``; picks the series rules and the preprocessing.
     encoder: ``dinov2`` (weights from the model path) or ``pixels`` (weight-free, for demos).
     encoder_batch: slices per encoder forward pass.
     selection_rules: a JSON file in the SDK's series-selection format; empty = the task's.
-    tokens, scoring, standard: the library's settings (see cs3f.tokens, cs3f.pipeline,
-        cs3f.standardise); ``standard.intensity`` follows the task unless set.
+    tokens, scoring, preprocess: the library's settings (see cs3f.tokens, cs3f.pipeline,
+        cs3f.standard_space).
     voxel_percentile: the SEG threshold is this percentile of all foreground voxel scores of
         the batch (99 = the papers' 99 % specificity point for a mostly normal batch).
     flag_mad: a study is flagged when its score exceeds the batch median by this many robust
         standard deviations (1.4826 x MAD).
     min_batch_warning: fewer scored studies than this gives a warning (quality drops).
     report_studies: the report shows figures for this many top-ranked studies.
-    save_preprocessed: also write the standard-space volume and mask per study.
+    save_preprocessed: also write the standard-space volume and mask of every region.
     """
 
     task: str = "brain-mri"
@@ -59,7 +59,7 @@ class AppSettings:
     selection_rules: str = ""
     tokens: TokenSettings = field(default_factory=TokenSettings)
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
-    standard: StandardiseSettings = field(default_factory=StandardiseSettings)
+    preprocess: PreprocessSettings = field(default_factory=PreprocessSettings)
     voxel_percentile: float = 99.0
     flag_mad: float = 3.0
     min_batch_warning: int = 20
@@ -149,6 +149,4 @@ def load_settings(config: Path | None = None, overrides: list[str] = (), **flags
         cursor[leaf] = yaml.safe_load(raw)
         values = _merge(values, nested)
     values = _merge(values, {k: v for k, v in flags.items() if v is not None})
-    if values.get("task") == "lung-ct":
-        values = _merge({"standard": {"intensity": "window"}}, values)
     return _build(AppSettings, values, "")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["Volume", "resample", "spacing"]
+__all__ = ["Volume", "aligned_grid", "resample", "spacing"]
 
 
 @dataclass
@@ -38,6 +38,27 @@ class Volume:
 def spacing(affine: np.ndarray) -> np.ndarray:
     """(3,) voxel size in mm along i, j, k."""
     return np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+
+
+def aligned_grid(
+    shape: tuple[int, int, int], affine: np.ndarray, step_mm: float = 1.0
+) -> tuple[tuple[int, int, int], np.ndarray]:
+    """The RAS-aligned grid of ``step_mm`` voxels that covers every voxel centre of a volume.
+
+    This is "reorient to canonical and resample to isotropic" in one grid: axis i runs to the
+    patient's left (+x), j anteriorly (+y), k superiorly (+z), whatever the acquisition.
+    Returns (shape, affine).
+    """
+    last = np.array(shape) - 1
+    corners = np.array(
+        [[a, b, c, 1.0] for a in (0, last[0]) for b in (0, last[1]) for c in (0, last[2])]
+    )
+    world = (np.asarray(affine) @ corners.T).T[:, :3]
+    low, high = world.min(axis=0), world.max(axis=0)
+    out_shape = tuple(int(n) for n in np.floor((high - low) / step_mm + 1e-6).astype(int) + 1)
+    out_affine = np.diag([step_mm, step_mm, step_mm, 1.0])
+    out_affine[:3, 3] = low
+    return out_shape, out_affine
 
 
 def resample(

@@ -19,7 +19,7 @@ import numpy as np
 
 from cs3f.outputs import StudyRow
 from cs3f.progress import Progress
-from cs3f.standardise import Standardised
+from cs3f.standard_space import Standardised
 from cs3f.volume import Volume
 
 LOG = logging.getLogger("cs3f.app")
@@ -34,9 +34,9 @@ class Case:
     path: Path | None = None
     slices: list | None = None
     source: Volume | None = None
-    standard: Standardised | None = None
-    index: int | None = None
-    score_map: np.ndarray | None = None
+    regions: list[Standardised] = field(default_factory=list)
+    indices: dict[str, int] = field(default_factory=dict)
+    score_maps: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def tag(self) -> str:
@@ -52,8 +52,8 @@ class Batch:
     work: Path
     cases: list[Case] = field(default_factory=list)
     intake: dict = field(default_factory=dict)
-    scorer: Any = None
-    scores: Any = None
+    scorers: dict[str, Any] = field(default_factory=dict)
+    scores: dict[str, Any] = field(default_factory=dict)
     threshold: float | None = None
     figures: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)

@@ -28,7 +28,7 @@ class OutputsOperator(BatchStage):
 
     def compute(self, op_input, op_output, context):
         batch: Batch = op_input.receive("batch")
-        if batch.scores is None:
+        if not batch.scores:
             op_output.emit(batch, "batch")
             return
         scores = sorted((c.row.score for c in batch.active()), reverse=True)
@@ -36,7 +36,13 @@ class OutputsOperator(BatchStage):
         vmax = scores[0] if scores else 1.0
 
         def write(case: Case) -> None:
-            source_map = case.standard.transform.to_source(np.asarray(case.score_map))
+            source_map = np.max(
+                [
+                    region.transform.to_source(np.asarray(case.score_maps[region.region]))
+                    for region in case.regions
+                ],
+                axis=0,
+            )
             mask = source_map > batch.threshold
             affine = case.source.affine
             save_nifti(

@@ -16,8 +16,9 @@ LOG = logging.getLogger("cs3f.app")
 
 
 class ScoreOperator(BatchStage):
-    """Scores every token against the other studies, fills each study's score (max voxel) and
-    standard-space map (parked in the work folder), and sets ``batch.threshold`` to the ``voxel_percentile`` of all foreground voxel scores.
+    """Scores every token against the same region of the other studies, fills each study's score
+    (max voxel over its regions) and standard-space maps (parked in the work folder), and sets
+    ``batch.threshold`` to the ``voxel_percentile`` of all foreground voxel scores.
 
     Fewer than two scorable studies cannot be compared: ``batch.error`` says so and nothing is
     scored (the app then exits non-zero after writing the table).
@@ -49,16 +50,25 @@ class ScoreOperator(BatchStage):
         def progress(stage: str, done: int, total: int) -> None:
             stages.setdefault(stage, Progress(LOG, stage, total)).update(done, total)
 
-        batch.scores = batch.scorer.score(progress)
-        batch.timings.update({f"scorer_{k}": v for k, v in batch.scores.timings.items()})
-        low = min(0.0, min(float(s.min()) for v in batch.scores.token_scores.values() for s in v))
-        high = max(float(s.max()) for v in batch.scores.token_scores.values() for s in v)
+        for name, scorer in batch.scorers.items():
+            batch.scores[name] = scorer.score(progress)
+            for stage, seconds in batch.scores[name].timings.items():
+                key = f"scorer_{stage}"
+                batch.timings[key] = batch.timings.get(key, 0.0) + seconds
+        token_scores = [
+            s for r in batch.scores.values() for v in r.token_scores.values() for s in v
+        ]
+        low = min(0.0, min(float(s.min()) for s in token_scores))
+        high = max(float(s.max()) for s in token_scores)
         histogram = StreamingPercentile(low, high)
         for case in cases:
-            voxel_map = batch.scores.voxel_map(case.index, np.asarray(case.standard.mask))
-            histogram.add(voxel_map[np.asarray(case.standard.mask)])
-            case.row.score = patient_score(voxel_map)
-            case.score_map = batch.park(f"{case.tag}_map", voxel_map)
+            for region in case.regions:
+                mask = np.asarray(region.mask)
+                voxel_map = batch.scores[region.region].voxel_map(case.indices[region.region], mask)
+                histogram.add(voxel_map[mask])
+                case.row.score = max(case.row.score or 0.0, patient_score(voxel_map))
+                slug = region.region.replace(" ", "_")
+                case.score_maps[region.region] = batch.park(f"{case.tag}_{slug}_map", voxel_map)
         batch.threshold = histogram.percentile(self.voxel_percentile)
         LOG.info(
             "scored %d studies; voxel threshold %.4g (%g-th percentile of %d voxels)",

@@ -1,4 +1,4 @@
-"""Standard-space volumes -> tokens of every study in a disk-backed store (cs3f.pipeline)."""
+"""Standard-space regions -> tokens of every study, one disk-backed store per region name."""
 
 from __future__ import annotations
 
@@ -25,11 +25,15 @@ class TokenizeOperator(BatchStage):
 
     def compute(self, op_input, op_output, context):
         batch: Batch = op_input.receive("batch")
-        store = TokenStore(batch.work / "tokens")
-        batch.scorer = BatchScorer(self.encoder, self.tokens, self.scoring, store)
 
         def tokenize(case: Case) -> None:
-            case.index = batch.scorer.add(case.standard.volume, case.standard.mask)
+            for region in case.regions:
+                scorer = batch.scorers.get(region.region)
+                if scorer is None:
+                    store = TokenStore(batch.work / "tokens" / region.region.replace(" ", "_"))
+                    scorer = BatchScorer(self.encoder, self.tokens, self.scoring, store)
+                    batch.scorers[region.region] = scorer
+                case.indices[region.region] = scorer.add(region.volume, region.mask)
 
         batch.each("tokenize", tokenize)
         op_output.emit(batch, "batch")

@@ -16,7 +16,7 @@ from app.__main__ import main
 from cs3f.cohort import make_cohort
 from cs3f.dicom_volume import series_volume
 
-FAST = ["--encoder", "pixels", "--set", "standard.size=112", "--set", "report_studies=2"]
+FAST = ["--encoder", "pixels", "--set", "preprocess.size=112", "--set", "report_studies=2"]
 
 
 def _run(tmp_path, source, *extra):
@@ -90,7 +90,10 @@ def test_outputs_exactly_as_specified(messy):
     report = json.loads((out / "scores.json").read_text())
     run = report["run"]
     assert run["encoder"]["name"] == "pixels-p14" and "weights_sha256" in run["encoder"]
-    assert run["settings"]["standard"]["size"] == 112
+    assert run["settings"]["preprocess"]["size"] == 112
+    for row in report["studies"]:
+        brain = row["details"]["preprocessing"]["brain"]
+        assert 800 < brain["brain_ml"] < 2500 and brain["registration"]["template_mask_dice"] > 0.7
     assert run["files"]["skipped_files"] == 2 and run["batch_size"] == 6
     assert run["files"]["without_study_uid"] == []
     assert any("quality drops" in w for w in run["warnings"])
@@ -180,3 +183,40 @@ def test_output_inside_input_is_refused(tmp_path):
     (tmp_path / "in").mkdir()
     code = main(["-i", str(tmp_path / "in"), "-o", str(tmp_path / "in" / "out"), *FAST])
     assert code == 2
+
+
+def test_lung_ct_scores_each_lung_and_maps_back_onto_the_source(tmp_path):
+    """Three chest phantoms (NIfTI input): each lung is its own region, the map combines both
+    on the source grid, and --save-preprocessed writes each lung's crop and mask."""
+    from test_preprocess_lungs import chest_phantom
+
+    from cs3f.nifti_io import save_nifti
+
+    source = tmp_path / "in"
+    truths = {}
+    for seed in range(3):
+        volume, truth = chest_phantom(seed)
+        save_nifti(volume.array, volume.affine, source / f"chest{seed}.nii.gz")
+        truths[f"chest{seed}"] = (volume, truth["left lung"] | truth["right lung"])
+    code, out = _run(
+        tmp_path,
+        source,
+        "--task",
+        "lung-ct",
+        "--set",
+        "preprocess.lung_crop=[96, 128, 160]",
+        "--save-preprocessed",
+    )
+    assert code == 0
+    rows = json.loads((out / "scores.json").read_text())["studies"]
+    assert [r["status"] for r in rows] == ["scored"] * 3
+    for key, (volume, lungs) in truths.items():
+        image = nib.load(out / "maps" / f"{key}.nii.gz")
+        assert image.shape == volume.shape
+        np.testing.assert_allclose(image.affine, volume.affine, atol=1e-5)
+        values = image.get_fdata()
+        assert values[lungs].mean() > 0 and (values[~lungs] > 0).mean() < 0.05
+        for side in ("left_lung", "right_lung"):
+            crop = nib.load(out / "preprocessed" / f"{key}_{side}.nii.gz")
+            assert crop.shape == (96, 128, 160)
+            assert (out / "preprocessed" / f"{key}_{side}_mask.nii.gz").is_file()

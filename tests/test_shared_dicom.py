@@ -53,7 +53,7 @@ def test_decubitus_studies_yield_t1_and_ct_is_skipped(tmp_path):
             "--encoder",
             "pixels",
             "--set",
-            "standard.size=112",
+            "preprocess.size=112",
         ]
     )
     assert code == 0
