@@ -9,12 +9,13 @@ Native input (``input="native"``), as in the papers:
 5. Nyul histogram standardisation inside the brain mask, scaled to [0, 1].
 
 Steps 1, 3 and 4 compose into one affine, so intensities are resampled once, straight from the
-source series (the smooth bias field is resampled alongside). Already-registered, skull-stripped input (``input="atlas"``) skips 1-3: the
-mask is the non-zero voxels and the crop is centred on the mask.
+source series (the smooth bias field is resampled alongside). Already-registered, skull-stripped
+input (``input="atlas"``) skips 1-3: the mask is the non-zero voxels and the crop is centred on
+the mask.
 
 A study whose brain volume, registration scale or brain-mask overlap with the template is
-implausible raises
-:class:`PreprocessingFailed` with the measured numbers rather than being scored silently.
+implausible raises :class:`PreprocessingFailed` with the measured numbers rather than being
+scored silently.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from cs3f.volume import resample
+from cs3f.volume import index_box_world, resample
 
 __all__ = [
     "GridTransform",
@@ -128,6 +128,11 @@ class Standardised:
     affine: np.ndarray
     details: dict = field(default_factory=dict)
 
+    @property
+    def slug(self) -> str:
+        """The region's name for file names: ``"left_lung"``."""
+        return self.region.replace(" ", "_")
+
 
 def cube_grid(centre_mm: np.ndarray, side_mm: float, size: int) -> np.ndarray:
     """Affine of a ``size``^3 RAS-aligned grid whose voxels tile a cube of ``side_mm`` centred on
@@ -141,12 +146,7 @@ def cube_grid(centre_mm: np.ndarray, side_mm: float, size: int) -> np.ndarray:
 def world_box(mask: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(low, high) RAS mm corners of the bounding box of ``mask``'s voxel centres."""
     index = np.argwhere(mask)
-    lo, hi = index.min(axis=0), index.max(axis=0)
-    corners = np.array(
-        [[x, y, z, 1.0] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])]
-    )
-    world = (np.asarray(affine) @ corners.T).T[:, :3]
-    return world.min(axis=0), world.max(axis=0)
+    return index_box_world(index.min(axis=0), index.max(axis=0), affine)
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:

@@ -30,11 +30,14 @@ def template_mask(resolution_mm: int = 1) -> Volume:
     return Volume(np.asarray(image.get_fdata()) > 0, image.affine)
 
 
+@lru_cache(maxsize=1)
 def template_centre() -> np.ndarray:
     """(3,) MNI mm: centre of the template brain mask's bounding box, where the crop is centred."""
     mask = template_mask(1)
     low, high = world_box(mask.array, mask.affine)
-    return (low + high) / 2
+    centre = (low + high) / 2
+    centre.flags.writeable = False  # cached: shared by every caller
+    return centre
 
 
 @lru_cache(maxsize=4)

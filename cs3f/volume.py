@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["Volume", "aligned_grid", "resample", "spacing"]
+__all__ = ["Volume", "aligned_grid", "index_box_world", "resample", "spacing"]
 
 
 @dataclass
@@ -40,6 +40,23 @@ def spacing(affine: np.ndarray) -> np.ndarray:
     return np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
 
 
+def index_box_world(
+    low: np.ndarray, high: np.ndarray, affine: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) RAS mm corners of the world box around the index box ``low``..``high``
+    (inclusive voxel indices) under ``affine``."""
+    corners = np.array(
+        [
+            [a, b, c, 1.0]
+            for a in (low[0], high[0])
+            for b in (low[1], high[1])
+            for c in (low[2], high[2])
+        ]
+    )
+    world = (np.asarray(affine) @ corners.T).T[:, :3]
+    return world.min(axis=0), world.max(axis=0)
+
+
 def aligned_grid(
     shape: tuple[int, int, int], affine: np.ndarray, step_mm: float = 1.0
 ) -> tuple[tuple[int, int, int], np.ndarray]:
@@ -49,12 +66,7 @@ def aligned_grid(
     patient's left (+x), j anteriorly (+y), k superiorly (+z), whatever the acquisition.
     Returns (shape, affine).
     """
-    last = np.array(shape) - 1
-    corners = np.array(
-        [[a, b, c, 1.0] for a in (0, last[0]) for b in (0, last[1]) for c in (0, last[2])]
-    )
-    world = (np.asarray(affine) @ corners.T).T[:, :3]
-    low, high = world.min(axis=0), world.max(axis=0)
+    low, high = index_box_world(np.zeros(3), np.array(shape) - 1, affine)
     out_shape = tuple(int(n) for n in np.floor((high - low) / step_mm + 1e-6).astype(int) + 1)
     out_affine = np.diag([step_mm, step_mm, step_mm, 1.0])
     out_affine[:3, 3] = low

@@ -33,11 +33,10 @@ class PreprocessOperator(BatchStage):
         def prepare(case: Case) -> None:
             regions = preprocess(case.source, self.task, self.settings)
             for region in regions:
-                slug = region.region.replace(" ", "_")
-                region.volume = batch.park(f"{case.tag}_{slug}_standard", region.volume)
-                region.mask = batch.park(f"{case.tag}_{slug}_mask", region.mask)
+                region.volume = batch.park(f"{case.tag}_{region.slug}_standard", region.volume)
+                region.mask = batch.park(f"{case.tag}_{region.slug}_mask", region.mask)
                 if self.save_to is not None:
-                    stem = case.row.key if len(regions) == 1 else f"{case.row.key}_{slug}"
+                    stem = case.row.key if len(regions) == 1 else f"{case.row.key}_{region.slug}"
                     save_nifti(region.volume, region.affine, self.save_to / f"{stem}.nii.gz")
                     save_nifti(
                         region.mask.astype("uint8"),

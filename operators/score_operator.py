@@ -67,8 +67,9 @@ class ScoreOperator(BatchStage):
                 voxel_map = batch.scores[region.region].voxel_map(case.indices[region.region], mask)
                 histogram.add(voxel_map[mask])
                 case.row.score = max(case.row.score or 0.0, patient_score(voxel_map))
-                slug = region.region.replace(" ", "_")
-                case.score_maps[region.region] = batch.park(f"{case.tag}_{slug}_map", voxel_map)
+                case.score_maps[region.region] = batch.park(
+                    f"{case.tag}_{region.slug}_map", voxel_map
+                )
         batch.threshold = histogram.percentile(self.voxel_percentile)
         LOG.info(
             "scored %d studies; voxel threshold %.4g (%g-th percentile of %d voxels)",

@@ -30,7 +30,7 @@ class TokenizeOperator(BatchStage):
             for region in case.regions:
                 scorer = batch.scorers.get(region.region)
                 if scorer is None:
-                    store = TokenStore(batch.work / "tokens" / region.region.replace(" ", "_"))
+                    store = TokenStore(batch.work / "tokens" / region.slug)
                     scorer = BatchScorer(self.encoder, self.tokens, self.scoring, store)
                     batch.scorers[region.region] = scorer
                 case.indices[region.region] = scorer.add(region.volume, region.mask)
