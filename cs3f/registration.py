@@ -17,7 +17,9 @@ from cs3f.volume import Volume, spacing
 __all__ = ["Registration", "RegistrationFailed", "register_affine", "to_sitk"]
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
-SEED = 0  # ITK seeds the jitter of "regular" samples from the clock unless told
+SEED = (
+    1  # ITK seeds the jitter of "regular" samples from the clock when the seed is 0 (sitkWallClock)
+)
 
 
 class RegistrationFailed(RuntimeError):
@@ -104,7 +106,8 @@ def register_affine(
     a small field of view is not stretched to fill the template.
 
     Mattes mutual information (contrast-agnostic), regular sampling of 10 % of the template's
-    voxels with a fixed seed for ITK's jitter (repeatable), conjugate-gradient line search; a rigid stage (centre-of-mass
+    voxels with a fixed seed for ITK's jitter (results still vary a little from run to run:
+    the remaining source is not found yet), conjugate-gradient line search; a rigid stage (centre-of-mass
     start, shrink 4 and 2) then the affine stage (shrink 2 and 1).
     """
     fixed_image, moving_image = to_sitk(fixed), to_sitk(moving)
