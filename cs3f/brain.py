@@ -89,7 +89,7 @@ def _native(volume: Volume, settings: PreprocessSettings) -> _Prepared:
             f"reorient to RAS, resample to {settings.step_mm:g} mm",
             "brain extraction (deepbet)",
             "N4 bias-field correction (SimpleITK)",
-            "rigid then affine registration to MNI152 2009 (SimpleITK, Mattes MI)",
+            "rigid, similarity then affine registration to MNI152 2009 (SimpleITK, Mattes MI)",
             f"crop {settings.crop_mm:g} mm cube, resample to {settings.size}^3",
             "Nyul standardisation, [0, 1]",
         ],
