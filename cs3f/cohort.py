@@ -1,23 +1,31 @@
-"""Synthetic screening cohorts from a real brain template, written as DICOM with known truth.
+"""Synthetic screening cohorts from real brains, written as DICOM with known truth.
 
-    python -m cs3f.cohort --out DIR --normal N --abnormal M --seed S
+    python -m cs3f.cohort --out DIR --normal N --abnormal M --seed S [--ms FOLDER]
 
-Each subject is nilearn's MNI152 2009 T1 template (2 mm) seen through its own random smooth
-deformation, affine jitter, bias field, contrast curve and noise; abnormal subjects get one to
-three irregular textured blobs, hyper- or hypo-intense, with soft edges. Every study is written as
-one MR series of single-frame DICOM instances with its own slice orientation (axial, coronal or
-sagittal, slightly oblique) and slice direction, so the app's geometry path is exercised.
+Each subject is a real skull-stripped T1 brain on the MNI152 2 mm grid (nilearn's MNI152 2009
+template; Colin27 from Debian ``mricron-data`` when installed), seen through its own random
+smooth deformation, affine jitter, bias field, contrast curve and noise. Abnormal subjects get
+one to three lesions of the evaluator's three size classes: synthetic hyper- or hypo-intense
+irregular textured blobs with soft edges, and, when MS subjects are available (``--ms``, by
+default ``../shared/data/nifti/ms``), real MS lesions transplanted at their own MNI position with
+their own intensity relative to the surrounding tissue. Every study is one MR series of
+single-frame DICOM instances with its own patient position (HFS, HFP, HFDL, HFDR, FFS), slice
+orientation (axial, coronal or sagittal in the scanner, slightly oblique) and slice order,
+so the app's geometry path is exercised.
 
 Outputs: ``DIR/studies/<n>/<instance>.dcm`` and the truth in the evaluator's layout,
-``DIR/truth/labels.csv`` (study_instance_uid, abnormal) and
-``DIR/truth/masks/<StudyInstanceUID>.nii.gz`` (lesion masks on the source grid).
-The same seed gives the same pixels, geometry and UIDs.
+``DIR/truth/labels.csv`` (study_instance_uid, abnormal, then brain, position, orientation,
+slice_order, lesion_ml, lesions) and ``DIR/truth/masks/<StudyInstanceUID>.nii.gz`` (lesion
+masks on the source grid). The same seed and sources give the same pixels, geometry and UIDs.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime
+import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,34 +34,134 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from scipy import ndimage
+from scipy.spatial.transform import Rotation
 
 from cs3f.dicom_volume import LPS_TO_RAS
-from cs3f.nifti_io import save_nifti
+from cs3f.nifti_io import load_nifti, save_nifti
 from cs3f.outputs import atomic_path, write_text
 from cs3f.volume import resample
 
-__all__ = ["Subject", "make_cohort", "make_subject", "write_series"]
+__all__ = [
+    "Brain",
+    "Donor",
+    "Sources",
+    "Subject",
+    "load_sources",
+    "make_cohort",
+    "make_subject",
+    "write_series",
+]
 
 ORIENTATIONS = {"axial": (0, 1, 2), "coronal": (0, 2, 1), "sagittal": (1, 2, 0)}
 
 
+SHARED_MS = Path(__file__).resolve().parents[2] / "shared" / "data" / "nifti" / "ms"
+COLIN27 = Path("/usr/share/mricron/templates/ch2bet.nii.gz")  # Debian mricron-data
+POSITIONS = ("HFS", "HFP", "HFDL", "HFDR", "FFS")
+# patient position -> rotation taking patient axes (LPS) to the scanner's: supine head first is
+# the identity; prone turns the patient 180 degrees about the bore, decubitus 90; feet first
+# turns the patient end over end
+_TURN = {
+    "HFS": ("z", 0),
+    "HFP": ("z", 180),
+    "HFDL": ("z", 90),
+    "HFDR": ("z", -90),
+    "FFS": ("y", 180),
+}
+# lesion volume ranges (mm^3) per size class of the evaluator, kept inside the class bounds
+LESION_MM3 = {"small": (60.0, 99.0), "medium": (150.0, 900.0), "large": (1300.0, 6000.0)}
+SIZE_BOUNDS = {"small": (0.0, 100.0), "medium": (100.0, 1000.0), "large": (1000.0, np.inf)}
+LESION_KINDS = ("hyper", "hypo", "ms")
+MAX_LESION_DRAWS = 10
+
+
+@dataclass(frozen=True)
+class Brain:
+    """A real skull-stripped T1 brain on the MNI152 2 mm grid: ``image`` scaled so that the brain's
+    99th percentile is 1, ``mask`` its brain (bool)."""
+
+    name: str
+    image: np.ndarray
+    mask: np.ndarray
+
+
+@dataclass(frozen=True)
+class Donor:
+    """Real MS lesions on the same grid: ``ratio`` is the donor's T1 over its own surrounding
+    tissue (1 outside lesions), ``labels`` the 18-connected lesion components."""
+
+    name: str
+    ratio: np.ndarray
+    labels: np.ndarray
+
+
 @dataclass
 class Subject:
-    """A synthetic subject on its own scanner grid: ``image`` and ``lesions`` (I, J, K), ``affine``
-    voxel -> RAS mm."""
+    """A synthetic subject on its own scanner grid: ``image``, ``lesions`` and ``brain`` (I, J, K),
+    ``affine`` voxel -> RAS mm, and how it was made (``details``)."""
 
     image: np.ndarray
     lesions: np.ndarray
+    brain: np.ndarray
     affine: np.ndarray
-    orientation: str
+    details: dict
 
 
-def _template() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class Sources:
+    """What subjects are built from: host brains (MNI152 first), MS lesion donors, the grid."""
+
+    brains: tuple[Brain, ...]
+    donors: tuple[Donor, ...]
+    affine: np.ndarray
+
+
+def _on_grid(path: Path, shape, affine, order: int) -> np.ndarray:
+    volume = load_nifti(path)
+    return resample(volume.array, volume.affine, shape, affine, order=order)
+
+
+def _scaled(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return (image / np.percentile(image[mask], 99) * mask).astype(np.float32)
+
+
+def load_sources(ms_folder: Path | None = None) -> Sources:
+    """MNI152 2009 (nilearn) always; Colin27 when Debian ``mricron-data`` is installed; MS lesion
+    donors from ``ms_folder/<subject>/{T1_mni,lesion_gt_mni}.nii.gz`` when given and present."""
     from nilearn.datasets import load_mni152_brain_mask, load_mni152_template
 
-    image = load_mni152_template(resolution=2)
-    brain = load_mni152_brain_mask(resolution=2)
-    return image.get_fdata().astype(np.float32), brain.get_fdata() > 0, image.affine
+    template = load_mni152_template(resolution=2)
+    shape, affine = template.shape, template.affine
+    mask = load_mni152_brain_mask(resolution=2).get_fdata() > 0
+    brains = [Brain("mni152", _scaled(template.get_fdata(), mask), mask)]
+    if COLIN27.is_file():
+        colin = _on_grid(COLIN27, shape, affine, 1)
+        colin_mask = ndimage.binary_fill_holes(colin > 0.05 * colin.max())
+        brains.append(Brain("colin27", _scaled(colin, colin_mask), colin_mask))
+    donors = []
+    for folder in (
+        sorted(Path(ms_folder).iterdir()) if ms_folder and Path(ms_folder).is_dir() else []
+    ):
+        t1, lesion = folder / "T1_mni.nii.gz", folder / "lesion_gt_mni.nii.gz"
+        if t1.is_file() and lesion.is_file():
+            donors.append(
+                _donor(
+                    folder.name,
+                    _on_grid(t1, shape, affine, 1),
+                    _on_grid(lesion, shape, affine, 1) > 0.5,
+                )
+            )
+    return Sources(tuple(brains), tuple(donors), affine)
+
+
+def _donor(name: str, t1: np.ndarray, lesions: np.ndarray) -> Donor:
+    """The lesions' intensity relative to the tissue around them (normalised convolution)."""
+    tissue = (t1 > 0) & ~ndimage.binary_dilation(lesions)
+    weight = ndimage.gaussian_filter(tissue.astype(np.float32), 2.0)
+    around = ndimage.gaussian_filter(t1 * tissue, 2.0) / np.maximum(weight, 1e-3)
+    ratio = np.where(lesions & (weight > 0.05), t1 / np.maximum(around, 1e-6), 1.0)
+    labels, _ = ndimage.label(lesions, ndimage.generate_binary_structure(3, 2))
+    return Donor(name, np.clip(ratio, 0.2, 3.0).astype(np.float32), labels)
 
 
 def _smooth_field(rng, shape, scale, sigma) -> np.ndarray:
@@ -61,39 +169,85 @@ def _smooth_field(rng, shape, scale, sigma) -> np.ndarray:
 
 
 def _rotation(rng, degrees: float) -> np.ndarray:
-    angles = np.deg2rad(rng.uniform(-degrees, degrees, 3))
-    cx, cy, cz = np.cos(angles)
-    sx, sy, sz = np.sin(angles)
-    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
-    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
-    return rz @ ry @ rx
+    angles = rng.uniform(-degrees, degrees, 3)
+    return Rotation.from_euler("xyz", angles, degrees=True).as_matrix()
 
 
-def _lesions(rng, brain: np.ndarray, count: int) -> np.ndarray:
-    """Signed lesion profile on the template grid: 0 outside, soft +/- blobs inside the brain."""
-    profile = np.zeros(brain.shape, dtype=np.float32)
-    inner = np.argwhere(ndimage.binary_erosion(brain, iterations=6))
+def _blob(rng, brain: np.ndarray, size: str, voxel_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """An irregular textured blob of ``size`` class: (profile with a soft edge, its extent)."""
+    low, high = LESION_MM3[size]
+    volume = np.exp(rng.uniform(np.log(low), np.log(high)))
+    radius = 0.7 * (3 * volume / (4 * np.pi)) ** (1 / 3) / voxel_mm  # three lobes: about 1.9x
+    inner = np.argwhere(ndimage.binary_erosion(brain, iterations=max(3, int(radius) + 2)))
+    centre = inner[rng.integers(len(inner))]
     grid = np.indices(brain.shape).transpose(1, 2, 3, 0).astype(np.float32)
+    lobes = centre + rng.normal(0, radius / 3, (3, 3))
+    distance = np.min([np.linalg.norm(grid - lobe, axis=-1) for lobe in lobes], axis=0)
+    texture = 1 + 0.3 * ndimage.gaussian_filter(rng.standard_normal(brain.shape), 1.0) / 0.2
+    return np.clip(radius - distance + 0.5, 0, 1) * texture, distance < radius
+
+
+def _lesions(
+    rng, sources: Sources, brain: np.ndarray, count: int
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(multiplicative lesion profile on the grid (0 = unchanged), the lesion mask, what was
+    planted).
+
+    Kinds: "hyper" / "hypo" synthetic blobs (intensity x 1.5-1.9 or x 0.1-0.5 at the core), and
+    "ms": a real lesion component of a donor, at its own MNI position, with its own intensity
+    relative to its surroundings. Sizes are drawn per lesion from the evaluator's three classes.
+    """
+    profile, extent = np.zeros(brain.shape, dtype=np.float32), np.zeros(brain.shape, bool)
+    voxel_mm = float(abs(np.linalg.det(sources.affine[:3, :3])) ** (1 / 3))
+    kinds = LESION_KINDS if sources.donors else LESION_KINDS[:2]
+    planted = []
     for _ in range(count):
-        centre = inner[rng.integers(len(inner))]
-        radius = rng.uniform(2.0, 6.0)  # voxels of 2 mm: about 30 to 900 mm^3
-        lobes = centre + rng.normal(0, radius / 2, (3, 3))
-        distance = np.min([np.linalg.norm(grid - lobe, axis=-1) for lobe in lobes], axis=0)
-        texture = 1 + 0.3 * ndimage.gaussian_filter(rng.standard_normal(brain.shape), 1.0) / 0.2
-        blob = np.clip((radius - distance) / 1.5 + 0.5, 0, 1) * texture
-        sign = rng.choice([-1.0, 1.0])
-        profile = np.where(
-            np.abs(blob) > np.abs(profile), sign * rng.uniform(0.5, 0.9) * blob, profile
-        )
-    return profile * brain
+        kind, size = str(rng.choice(kinds)), str(rng.choice(list(LESION_MM3)))
+        if kind == "ms":
+            donor, label = _donor_lesion(rng, sources.donors, size, voxel_mm**3)
+            inside = donor.labels == label
+            change = np.where(inside, donor.ratio - 1, 0)
+            size = f"{donor.name}, {inside.sum() * voxel_mm**3:.0f} mm^3"
+        else:
+            shape, inside = _blob(rng, brain, size, voxel_mm)
+            change = (1 if kind == "hyper" else -1) * rng.uniform(0.5, 0.9) * shape
+        profile = np.where(np.abs(change) > np.abs(profile), change, profile)
+        extent |= inside
+        planted.append(f"{kind} ({size})")
+    return profile * brain, extent & brain, planted
 
 
-def make_subject(rng: np.random.Generator, abnormal: bool, template=None) -> Subject:
+def _donor_lesion(rng, donors: Sequence[Donor], size: str, voxel_mm3: float) -> tuple[Donor, int]:
+    """A random donor lesion of the ``size`` class (or, where the donors have none of that class,
+    of any class), never one under ``LESION_MM3["small"][0]``: a smaller one may vanish on the
+    subject's grid."""
+    low, high = SIZE_BOUNDS[size]
+    candidates, fallback = [], []
+    for donor in donors:
+        volumes = np.bincount(donor.labels.ravel())[1:] * voxel_mm3
+        for label in np.flatnonzero(volumes >= LESION_MM3["small"][0]) + 1:
+            fallback.append((donor, int(label)))
+            if low <= volumes[label - 1] < high:
+                candidates.append((donor, int(label)))
+    chosen = candidates or fallback
+    return chosen[rng.integers(len(chosen))]
+
+
+def _scanner_axes(rng, position: str, orientation: str) -> np.ndarray:
+    """(3, 3) voxel axes in patient RAS: slice planes are set in the scanner, and the patient
+    lies in the scanner as ``position`` says."""
+    axis, degrees = _TURN[position]
+    to_scanner = Rotation.from_euler(axis, degrees, degrees=True).as_matrix()  # LPS and RAS alike
+    axes = to_scanner.T @ _rotation(rng, 4) @ np.eye(3)[:, list(ORIENTATIONS[orientation])]
+    axes[:, 1] *= -1  # rows run down the image
+    axes[:, 2] *= np.sign(np.linalg.det(axes))  # along the slice normal, as DICOM readers order
+    return axes
+
+
+def make_subject(rng: np.random.Generator, abnormal: bool, sources: Sources) -> Subject:
     """One subject on a random scanner grid (about 2 mm voxels)."""
-    image, brain, t_affine = template or _template()
-    profile = _lesions(rng, brain, int(rng.integers(1, 4))) if abnormal else np.zeros_like(image)
-    lesioned = image * (1 + profile)
+    host = sources.brains[rng.integers(len(sources.brains))]
+    image, brain, t_affine = host.image, host.mask, sources.affine
     # anatomy: subject(x) = template(jitter(x) + warp(x)), in template voxels
     coarse = tuple(max(2, s // 12) for s in image.shape)
     warp = [
@@ -101,12 +255,13 @@ def make_subject(rng: np.random.Generator, abnormal: bool, template=None) -> Sub
         for _ in range(3)
     ]
     jitter = np.eye(4)
-    jitter[:3, :3] = _rotation(rng, 6) * rng.uniform(0.93, 1.07)
+    # real adult brains are about 0.86-1.0 times the MNI152 template linearly
+    jitter[:3, :3] = _rotation(rng, 6) * rng.uniform(1.0, 1.16)
     jitter[:3, 3] = rng.uniform(-6, 6, 3)
-    # scanner grid: orientation, slight obliquity, voxel size, slice direction
+    # scanner grid: patient position, orientation, slight obliquity, voxel size, slice order
+    position = str(rng.choice(POSITIONS))
     orientation = str(rng.choice(list(ORIENTATIONS)))
-    axes = np.eye(3)[:, list(ORIENTATIONS[orientation])] * np.array([1, -1, rng.choice([-1, 1])])
-    axes = _rotation(rng, 4) @ axes
+    axes = _scanner_axes(rng, position, orientation)
     step = np.array([rng.uniform(1.8, 2.2)] * 2 + [rng.uniform(2.0, 3.0)])
     centre = t_affine[:3, :3] @ (np.array(image.shape) / 2) + t_affine[:3, 3]
     extent = np.abs(axes.T @ (t_affine[:3, :3] * np.array(image.shape))).sum(axis=1) + 20
@@ -121,8 +276,17 @@ def make_subject(rng: np.random.Generator, abnormal: bool, template=None) -> Sub
         moved = ndimage.map_coordinates(values, moved_grid, order=1)
         return resample(moved, t_affine, shape, jitter @ affine, order=1)
 
-    subject = sample(lesioned)
-    lesions = sample((np.abs(profile) > 0.5).astype(np.float32)) > 0.5
+    profile, lesions, planted = np.zeros_like(image), np.zeros(shape, bool), []
+    for _ in range(MAX_LESION_DRAWS if abnormal else 0):  # redraw lesions lost to the grid
+        profile, lesion_mask, planted = _lesions(rng, sources, brain, int(rng.integers(1, 4)))
+        lesions = sample(lesion_mask.astype(np.float32)) > 0.5
+        if lesions.any():
+            break
+    else:
+        if abnormal:
+            raise RuntimeError(f"no lesion survived on the subject's grid: {planted}")
+    subject = sample(image * (1 + profile))
+    brain_mask = sample(brain.astype(np.float32)) > 0.5
     gamma = rng.uniform(0.8, 1.25)
     bias = np.exp(
         ndimage.zoom(_smooth_field(rng, (3, 3, 3), 0.15, 0.7), np.divide(shape, 3), order=1)
@@ -130,15 +294,25 @@ def make_subject(rng: np.random.Generator, abnormal: bool, template=None) -> Sub
     subject = np.clip(subject, 0, None) ** gamma * bias
     subject = subject + rng.normal(0, 0.02, shape) * (subject > 0.02)
     scale = rng.uniform(800, 1600)
-    return Subject(
-        (np.clip(subject, 0, None) * scale).astype(np.float32), lesions, affine, orientation
-    )
+    details = {"brain": host.name, "position": position, "orientation": orientation}
+    details["slice_order"] = str(rng.choice(["ascending", "descending"]))
+    details["lesions"] = "; ".join(planted)
+    image = (np.clip(subject, 0, None) * scale).astype(np.float32)
+    return Subject(image, lesions, brain_mask, affine, details)
 
 
 def write_series(
-    image: np.ndarray, affine: np.ndarray, folder: Path, tags: dict, uid_seed: str
+    image: np.ndarray,
+    affine: np.ndarray,
+    folder: Path,
+    tags: dict,
+    uid_seed: str,
+    descending: bool = False,
 ) -> list[Path]:
     """Write ``image`` (I, J, K, values >= 0) on ``affine`` (RAS) as single-frame MR instances.
+
+    Instances are numbered along K, or against it when ``descending`` (the scanner acquired the
+    slices the other way); the geometry is the same either way.
 
     ``tags`` sets patient/study attributes (PatientName, PatientID, AccessionNumber, ...).
     UIDs derive from ``uid_seed``, so the same seed writes the same UIDs.
@@ -153,6 +327,7 @@ def write_series(
     date = datetime.date(2026, 1, 1).strftime("%Y%m%d")
     paths = []
     for k in range(image.shape[2]):
+        number = image.shape[2] - k if descending else k + 1
         sop_uid = generate_uid(entropy_srcs=[uid_seed, "instance", str(k)])
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = MRImageStorage
@@ -168,7 +343,7 @@ def write_series(
         ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
         ds.ReferringPhysicianName, ds.StudyID = "", "1"
         ds.StudyDescription, ds.SeriesDescription = "Brain MRI (synthetic)", "T1 3D (synthetic)"
-        ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "MR", 3, k + 1
+        ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "MR", 3, number
         ds.BodyPartExamined = "BRAIN"
         ds.PatientPosition = "HFS"
         ds.Manufacturer = "cs3f synthetic cohort"
@@ -190,57 +365,68 @@ def write_series(
         ds.PixelData = np.ascontiguousarray(pixels[:, :, k].T).tobytes()
         for key, value in tags.items():
             setattr(ds, key, value)
-        path = folder / f"{k + 1:04d}.dcm"
+        path = folder / f"{number:04d}.dcm"
         with atomic_path(path) as tmp:
             ds.save_as(tmp, enforce_file_format=True)
         paths.append(path)
     return paths
 
 
-def make_cohort(out: Path, n_normal: int, n_abnormal: int, seed: int) -> list[dict]:
+def make_cohort(
+    out: Path, n_normal: int, n_abnormal: int, seed: int, ms_folder: Path | None = None
+) -> list[dict]:
     """Write ``n_normal + n_abnormal`` studies and their truth under ``out``; returns the labels.
 
-    Study order is shuffled by the seed so abnormal studies are not all at the end.
+    Study order is shuffled by the seed so abnormal studies are not all at the end. The same
+    seed and the same sources (see :func:`load_sources`) give the same files.
     """
     out = Path(out)
     rng = np.random.default_rng(seed)
-    template = _template()
+    sources = load_sources(ms_folder)
     kinds = rng.permutation([False] * n_normal + [True] * n_abnormal)
     labels = []
     for n, abnormal in enumerate(kinds):
-        subject = make_subject(np.random.default_rng([seed, n]), bool(abnormal), template)
+        subject = make_subject(np.random.default_rng([seed, n]), bool(abnormal), sources)
         folder = out / "studies" / f"{n:03d}"
         folder.mkdir(parents=True, exist_ok=True)
         tags = {
             "PatientName": f"Synthetic^{seed}-{n:03d}",
             "PatientID": f"SYN{seed:03d}{n:03d}",
             "AccessionNumber": f"A{seed:03d}{n:04d}",
+            "PatientPosition": subject.details["position"],
         }
-        paths = write_series(subject.image, subject.affine, folder, tags, f"cs3f-cohort-{seed}-{n}")
+        paths = write_series(
+            subject.image,
+            subject.affine,
+            folder,
+            tags,
+            f"cs3f-cohort-{seed}-{n}",
+            descending=subject.details["slice_order"] == "descending",
+        )
         uid = dcmread(paths[0], stop_before_pixels=True).StudyInstanceUID
         save_nifti(
             subject.lesions.astype(np.uint8),
             subject.affine,
             out / "truth" / "masks" / f"{uid}.nii.gz",
         )
+        voxel_ml = abs(np.linalg.det(subject.affine[:3, :3])) / 1000
         labels.append(
             {
                 "study_instance_uid": uid,
                 "abnormal": int(abnormal),
-                "orientation": subject.orientation,
-                "lesion_ml": round(
-                    float(subject.lesions.sum() * abs(np.linalg.det(subject.affine[:3, :3])))
-                    / 1000,
-                    2,
-                ),
+                **{
+                    k: subject.details[k]
+                    for k in ("brain", "position", "orientation", "slice_order")
+                },
+                "lesion_ml": round(float(subject.lesions.sum() * voxel_ml), 2),
+                "lesions": subject.details["lesions"],
             }
         )
-    lines = ["study_instance_uid,abnormal,orientation,lesion_ml"]
-    lines += [
-        f"{r['study_instance_uid']},{r['abnormal']},{r['orientation']},{r['lesion_ml']}"
-        for r in labels
-    ]
-    write_text(out / "truth" / "labels.csv", "\n".join(lines) + "\n")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(labels[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(labels)
+    write_text(out / "truth" / "labels.csv", buffer.getvalue())
     return labels
 
 
@@ -253,6 +439,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--abnormal", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--ms",
+        type=Path,
+        default=SHARED_MS if SHARED_MS.is_dir() else None,
+        help="MS subjects (<subject>/T1_mni.nii.gz, lesion_gt_mni.nii.gz) whose real lesions are "
+        "transplanted (default: ../shared/data/nifti/ms beside the repository, when present)",
+    )
+    parser.add_argument(
         "--reuse",
         action="store_true",
         help="do nothing when DIR already holds a cohort (truth/labels.csv)",
@@ -263,7 +456,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if (args.out / "studies").exists() and any((args.out / "studies").iterdir()):
         parser.error(f"{args.out / 'studies'} is not empty; choose another --out or remove it")
-    labels = make_cohort(args.out, args.normal, args.abnormal, args.seed)
+    labels = make_cohort(args.out, args.normal, args.abnormal, args.seed, args.ms)
     print(
         f"wrote {len(labels)} studies to {args.out / 'studies'} and truth to {args.out / 'truth'}"
     )

@@ -43,7 +43,16 @@ from cs3f.nifti_io import load_nifti
 from cs3f.outputs import atomic_path, write_text
 from cs3f.volume import spacing
 
-__all__ = ["Curve", "StudyMaps", "evaluate", "load_run", "main", "voxel_metrics"]
+__all__ = [
+    "Curve",
+    "StudyMaps",
+    "evaluate",
+    "load_run",
+    "main",
+    "metrics_of",
+    "read_labels",
+    "voxel_metrics",
+]
 
 METRIC_KEYS = (
     "p_auroc",
@@ -219,7 +228,7 @@ def voxel_metrics(studies: Sequence[StudyMaps]) -> tuple[dict, dict, Curve]:
     return metrics, details, voxels
 
 
-def _read_labels(truth: Path) -> dict[str, bool]:
+def read_labels(truth: Path) -> dict[str, bool]:
     path = truth / "labels.csv"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found")
@@ -244,7 +253,7 @@ def load_run(run: Path, truth: Path) -> tuple[list[tuple[str, bool, float]], lis
     Raises:
         ValueError: a mask's grid differs from its map's, or an abnormal study has no mask.
     """
-    labels = _read_labels(truth)
+    labels = read_labels(truth)
     studies = json.loads((run / "scores.json").read_text(encoding="utf-8"))["studies"]
     by_uid = {s["study_instance_uid"]: s for s in studies}
     patients, maps, unscored = [], [], []
@@ -279,10 +288,11 @@ def load_run(run: Path, truth: Path) -> tuple[list[tuple[str, bool, float]], lis
     return patients, maps, counts
 
 
-def evaluate(run: Path, truth: Path) -> tuple[dict, dict, dict[str, Curve]]:
-    """All metrics for one run -> (metrics with :data:`METRIC_KEYS`, details, the patient and
-    voxel curves)."""
-    patients, maps, counts = load_run(Path(run), Path(truth))
+def metrics_of(
+    patients: Sequence[tuple[str, bool, float]], maps: Sequence[StudyMaps]
+) -> tuple[dict, dict, dict[str, Curve]]:
+    """Metrics of scored studies: ``patients`` (uid, abnormal, score) and their ``maps`` ->
+    (metrics with :data:`METRIC_KEYS`, details, the patient and voxel curves)."""
     if not patients:
         raise ValueError("no study of the truth was scored in this run")
     labels = np.array([p[1] for p in patients])
@@ -295,8 +305,16 @@ def evaluate(run: Path, truth: Path) -> tuple[dict, dict, dict[str, Curve]]:
         "p_f1": p_f1,
         **voxel,
     }
-    details = counts | details | {"patient_f1_threshold": p_threshold}
+    details["patient_f1_threshold"] = p_threshold
     return metrics, details, {"patient": patient_curve, "voxel": voxel_curve}
+
+
+def evaluate(run: Path, truth: Path) -> tuple[dict, dict, dict[str, Curve]]:
+    """All metrics for one app run against the truth (see :func:`metrics_of`); the details
+    also count the studies matched and left out."""
+    patients, maps, counts = load_run(Path(run), Path(truth))
+    metrics, details, curves = metrics_of(patients, maps)
+    return metrics, counts | details, curves
 
 
 def _fmt(value: float | None) -> str:
