@@ -97,7 +97,8 @@ class Curve:
             raise ValueError(f"{scores.size} scores for {labels.size} labels")
         order = np.argsort(-scores, kind="stable")
         ordered, hits = scores[order], labels[order]
-        ends = np.r_[np.flatnonzero(np.diff(ordered)), ordered.size - 1]  # last of each tie
+        last = np.r_[np.diff(ordered), -1][: ordered.size]  # non-zero at the last of a tie
+        ends = np.flatnonzero(last)
         tp = np.cumsum(hits)[ends]
         return cls(ordered[ends], tp, ends + 1 - tp, int(labels.sum()), int((~labels).sum()))
 
@@ -191,13 +192,10 @@ def voxel_metrics(studies: Sequence[StudyMaps]) -> tuple[dict, dict, Curve]:
     truth = np.concatenate([s.lesions[s.foreground] for s in studies])
     voxels = Curve.from_scores(scores, truth)
     abnormal = [s for s in studies if s.abnormal]
-    if abnormal:
-        pooled = Curve.from_scores(
-            np.concatenate([s.scores[s.foreground] for s in abnormal]),
-            np.concatenate([s.lesions[s.foreground] for s in abnormal]),
-        )
-    else:
-        pooled = Curve.from_scores(np.zeros(0), np.zeros(0, bool))
+    pooled = Curve.from_scores(
+        np.concatenate([np.zeros(0)] + [s.scores[s.foreground] for s in abnormal]),
+        np.concatenate([np.zeros(0, bool)] + [s.lesions[s.foreground] for s in abnormal]),
+    )
     dice, dice_threshold = pooled.best_f1()
     threshold = voxels.threshold_at_specificity(SPECIFICITY)
     hits: dict[str, list[bool]] = {name: [] for name in SIZE_CLASSES}

@@ -64,6 +64,7 @@ def _write(tmp_path, studies):
         labels.append(f"{uid},{int(abnormal)}")
         if lesions is not None:
             save_nifti(lesions.astype(np.uint8), AFFINE, truth / "masks" / f"{uid}.nii.gz")
+    truth.mkdir(parents=True, exist_ok=True)
     (run / "scores.json").write_text(json.dumps({"run": {}, "studies": rows}, default=float))
     (truth / "labels.csv").write_text("\n".join(labels) + "\n")
     return run, truth
@@ -154,3 +155,10 @@ def test_a_mask_on_another_grid_is_refused(tmp_path, capsys):
     save_nifti(np.zeros((10, 10, 10), np.uint8), AFFINE, truth / "masks" / "1.2.9.nii.gz")
     assert main(["--run", str(run), "--truth", str(truth)]) == 2
     assert "not on its map's grid" in capsys.readouterr().err
+
+
+def test_a_batch_without_abnormal_studies_has_no_lesion_metrics(tmp_path):
+    studies = [(f"1.2.{n}", False, _map(), None) for n in range(3)]
+    metrics, _, _ = evaluate(*_write(tmp_path, studies))
+    assert metrics["p_auroc"] is None and metrics["dice"] is None and metrics["dice99"] is None
+    assert metrics["ltpr99_small"] is None and metrics["fp_per_volume"] == 0
