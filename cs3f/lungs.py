@@ -9,7 +9,7 @@
 4. each lung crop-or-padded to ``lung_crop`` voxels around its centre, spacing unchanged.
 
 Each lung is its own region (``"left lung"``, ``"right lung"``), scored against the same lung of
-the other studies. Left is the patient's left: +x in RAS.
+the other studies. Left is the patient's left: -x in RAS (DICOM's +x, LPS).
 """
 
 from __future__ import annotations
@@ -49,11 +49,12 @@ def lung_masks(hu: np.ndarray, affine: np.ndarray, lung_hu: float) -> dict[str, 
     if not body.any():
         return empty
     air = (hu < lung_hu) & body
-    centre_x = np.argwhere(body)[:, 0].mean()  # RAS-aligned grid: axis 0 is x
+    centre_x = round(float(np.argwhere(body)[:, 0].mean()))  # RAS-aligned grid: axis 0 is x
     left_half = np.zeros(hu.shape, bool)
-    left_half[round(float(centre_x)) :] = True
-    if affine[0, 0] < 0:
-        left_half = ~left_half
+    if affine[0, 0] > 0:  # index grows towards +x, the patient's right
+        left_half[:centre_x] = True
+    else:
+        left_half[centre_x:] = True
     labels, count = ndimage.label(air)
     if count == 0:
         return empty

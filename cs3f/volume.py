@@ -63,7 +63,7 @@ def aligned_grid(
     """The RAS-aligned grid of ``step_mm`` voxels that covers every voxel centre of a volume.
 
     This is "reorient to canonical and resample to isotropic" in one grid: axis i runs to the
-    patient's left (+x), j anteriorly (+y), k superiorly (+z), whatever the acquisition.
+    patient's right (+x), j anteriorly (+y), k superiorly (+z), whatever the acquisition.
     Returns (shape, affine).
     """
     low, high = index_box_world(np.zeros(3), np.array(shape) - 1, affine)

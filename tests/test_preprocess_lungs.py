@@ -16,8 +16,9 @@ SMALL = PreprocessSettings(lung_crop=(96, 128, 160))
 
 
 def chest_phantom(seed=0):
-    """An axial chest CT in HU on a DICOM-like grid (i to the patient's right, j posterior):
+    """An axial chest CT in HU on a DICOM-like grid (i to the patient's left, j posterior):
     body, two lungs joined by a trachea, a spine, a gas bubble under the left lung, air outside.
+    The patient's left is DICOM +x, so -x in the RAS world of the Volume.
     Returns the Volume and the true left and right lung masks."""
     rng = np.random.default_rng(seed)
     shape, step = (200, 160, 90), (1.5, 1.5, 2.5)
@@ -32,7 +33,7 @@ def chest_phantom(seed=0):
     body = (x / 140) ** 2 + (y / 100) ** 2 < 1
     hu[body] = 40.0
     lungs = {}
-    for name, cx in (("left lung", 65.0), ("right lung", -65.0)):
+    for name, cx in (("left lung", -65.0), ("right lung", 65.0)):
         lungs[name] = ((x - cx) / 50) ** 2 + (y / 70) ** 2 + ((z - 20) / 85) ** 2 < 1
         hu[lungs[name]] = -850.0
     trachea = (x**2 + (y - 20) ** 2 < 64) & (z > 40)
@@ -40,7 +41,7 @@ def chest_phantom(seed=0):
     bridge = (np.abs(x) < 60) & ((y - 20) ** 2 < 25) & (np.abs(z - 40) < 4)
     hu[bridge & body] = -1000.0
     hu[(x**2 + (y + 75) ** 2 < 300)] = 400.0  # spine
-    hu[((x - 50) ** 2 + (y - 40) ** 2 + (z + 85) ** 2 < 100)] = -1000.0  # gas below the diaphragm
+    hu[((x + 50) ** 2 + (y - 40) ** 2 + (z + 85) ** 2 < 100)] = -1000.0  # gas below the diaphragm
     hu += rng.normal(0, 15, shape)
     return Volume(hu.astype(np.float32), affine), lungs
 
@@ -56,7 +57,7 @@ def test_phantom_lungs_are_found_on_the_right_sides():
         centroid_x = affine[0, 0] * np.argwhere(mask)[:, 0].mean() + affine[0, 3]
         print(f"{name}: Dice {dice:.3f}, centroid x {centroid_x:+.0f} mm")
         assert dice > 0.95
-        assert (centroid_x > 0) == (name == "left lung")  # RAS: +x is the patient's left
+        assert (centroid_x < 0) == (name == "left lung")  # RAS: +x is the patient's right
 
 
 def test_phantom_crops_have_the_exact_size_and_map_back_onto_the_source():
@@ -102,4 +103,5 @@ def test_real_abdominal_ct():
         assert back.shape == volume.shape and back.any()
         index = np.argwhere(back)
         world_x[region.region] = (volume.affine[:3, :3] @ index.T + volume.affine[:3, 3:]).T[:, 0]
-    assert world_x["left lung"].min() > world_x["right lung"].max()
+    # DICOM's +x (LPS) is the patient's left, so RAS x = -DICOM x is lower on the left
+    assert world_x["left lung"].max() < world_x["right lung"].min()
