@@ -16,7 +16,7 @@ from pathlib import Path
 
 os.environ.setdefault("HOLOSCAN_LOG_LEVEL", "WARN")
 
-from app.settings import TASKS, SettingsError, load_settings
+from app.settings import TASKS, SettingsError, load_settings, with_lung_weights
 from cs3f import __version__
 from cs3f.encoders import ENCODERS, EncoderError, load_encoder
 from cs3f.nifti_io import find_nifti
@@ -46,7 +46,7 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
         "--model",
         type=Path,
         default=env("HOLOSCAN_MODEL_PATH"),
-        help="model folder holding the DINOv2 checkpoint (HF format)",
+        help="model folder: the DINOv2 checkpoint (HF format); lung CT: lungmask/*.pth optional",
     )
     parser.add_argument("--encoder", choices=ENCODERS, help="default: dinov2")
     parser.add_argument("--task", choices=TASKS, help="default: brain-mri")
@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             task=args.task,
             save_preprocessed=args.save_preprocessed,
         )
+        settings = with_lung_weights(settings, args.model)
         settings.rules_json()
     except (SettingsError, OSError) as exc:
         print(f"error: settings: {exc}", file=sys.stderr)

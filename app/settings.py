@@ -21,12 +21,13 @@ from pathlib import Path
 import yaml
 
 from cs3f.encoders import ENCODERS
+from cs3f.lung_model import find_weights
 from cs3f.pipeline import ScoringSettings
 from cs3f.preprocess import TASKS
 from cs3f.standard_space import PreprocessSettings
 from cs3f.tokens import TokenSettings
 
-__all__ = ["TASKS", "AppSettings", "SettingsError", "load_settings"]
+__all__ = ["TASKS", "AppSettings", "SettingsError", "load_settings", "with_lung_weights"]
 
 RULES = Path(__file__).parent / "rules"
 
@@ -150,3 +151,18 @@ def load_settings(config: Path | None = None, overrides: list[str] = (), **flags
         values = _merge(values, nested)
     values = _merge(values, {k: v for k, v in flags.items() if v is not None})
     return _build(AppSettings, values, "")
+
+
+def with_lung_weights(settings: AppSettings, model_folder: Path | None) -> AppSettings:
+    """``settings`` with ``preprocess.lung_model`` set to the lungmask weights in
+    ``model_folder/lungmask/``, for a lung CT run that does not name its own; else unchanged."""
+    if settings.task != "lung-ct" or settings.preprocess.lung_model or model_folder is None:
+        return settings
+    try:
+        found = find_weights(model_folder)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from exc
+    if found is None:
+        return settings
+    preprocess = dataclasses.replace(settings.preprocess, lung_model=str(found))
+    return dataclasses.replace(settings, preprocess=preprocess)

@@ -1,10 +1,11 @@
 """Lung CT: native series -> one standard-space crop per lung (CS3F), and the way back.
 
 1. reorient to RAS and resample to ``step_mm`` isotropic (:func:`aligned_grid`);
-2. lungs by a classical method that needs no weights: air (HU < ``lung_hu``) inside the body
-   outline (the body's largest component, holes filled slice by slice), 6-connected
-   components; a component that straddles the body's midline (lungs joined by the trachea) is cut
-   there; on each side the largest component is that lung;
+2. lungs by the lungmask R231 model when ``lung_model`` gives its weights
+   (:mod:`cs3f.lung_model`), else by a classical method that needs no weights: air
+   (HU < ``lung_hu``) inside the body outline (the body's largest component, holes filled slice
+   by slice), 6-connected components; a component that straddles the body's midline (lungs
+   joined by the trachea) is cut there; on each side the largest component is that lung;
 3. HU clipped to ``window`` and min-max scaled to [0, 1];
 4. each lung crop-or-padded to ``lung_crop`` voxels around its centre, spacing unchanged.
 
@@ -14,9 +15,12 @@ the other studies. Left is the patient's left: -x in RAS (DICOM's +x, LPS).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from scipy import ndimage
 
+from cs3f.lung_model import model_lung_masks
 from cs3f.standard_space import (
     GridTransform,
     PreprocessingFailed,
@@ -84,7 +88,12 @@ def preprocess_lungs(volume: Volume, settings: PreprocessSettings) -> list[Stand
     """
     shape, iso_affine = aligned_grid(volume.shape, volume.affine, settings.step_mm)
     hu = resample(volume.array, volume.affine, shape, iso_affine, cval=AIR_HU)
-    masks = lung_masks(hu, iso_affine, settings.lung_hu)
+    if settings.lung_model:
+        masks = model_lung_masks(hu, iso_affine, settings.lung_model)
+        method = f"lungmask R231 ({Path(settings.lung_model).name})"
+    else:
+        masks = lung_masks(hu, iso_affine, settings.lung_hu)
+        method = f"air < {settings.lung_hu:g} HU inside the body, largest per side"
     voxel_ml = settings.step_mm**3 / 1000
     sizes = {name: float(mask.sum() * voxel_ml) for name, mask in masks.items()}
     if min(sizes.values()) < settings.min_lung_ml:
@@ -103,7 +112,7 @@ def preprocess_lungs(volume: Volume, settings: PreprocessSettings) -> list[Stand
         details = {
             "steps": [
                 f"reorient to RAS, resample to {settings.step_mm:g} mm",
-                f"lungs: air < {settings.lung_hu:g} HU inside the body, largest per side",
+                f"lungs: {method}",
                 f"HU window [{low:g}, {high:g}] -> [0, 1]",
                 f"crop or pad to {'x'.join(map(str, settings.lung_crop))}",
             ],

@@ -9,6 +9,7 @@ way back a single resampling with no error piling up step by step.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
@@ -51,7 +52,9 @@ class PreprocessSettings:
         landmarks: Nyul landmarks (.npy); empty = the T1 landmarks shipped with cs3f.
         window: CT (low, high) HU mapped to 0 and 1.
         lung_crop: voxels (x, y, z) of each lung's crop at ``step_mm`` (160, 238, 336).
-        lung_hu: voxels below this HU inside the body are air or lung.
+        lung_hu: voxels below this HU inside the body are air or lung (classical mask).
+        lung_model: lungmask R231 weights (a ``.pth`` state dict) to segment the lungs with;
+            empty = the classical mask.
         min_lung_ml: a lung smaller than this means the series is not a chest CT.
     """
 
@@ -68,6 +71,7 @@ class PreprocessSettings:
     lung_crop: tuple[int, int, int] = (160, 238, 336)
     lung_hu: float = -400.0
     min_lung_ml: float = 100.0
+    lung_model: str = ""
 
     def __post_init__(self) -> None:
         if self.input not in INPUTS:
@@ -78,6 +82,8 @@ class PreprocessSettings:
             raise ValueError(f"registration_mm must be 1 or 2, got {self.registration_mm}")
         if len(self.lung_crop) != 3 or min(self.lung_crop) < 16:
             raise ValueError(f"lung_crop must be 3 sizes >= 16, got {self.lung_crop}")
+        if self.lung_model and not Path(self.lung_model).is_file():
+            raise ValueError(f"lung_model {self.lung_model} is not a file")
 
 
 @dataclass(frozen=True)

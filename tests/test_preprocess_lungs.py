@@ -105,3 +105,75 @@ def test_real_abdominal_ct():
         world_x[region.region] = (volume.affine[:3, :3] @ index.T + volume.affine[:3, 3:]).T[:, 0]
     # DICOM's +x (LPS) is the patient's left, so RAS x = -DICOM x is lower on the left
     assert world_x["left lung"].max() < world_x["right lung"].min()
+
+
+class _SidedLungmask:
+    """Stands in for lungmask's R231 inferer with its contract: a SimpleITK image in, labels in
+    the image's array order out, 1 = right lung, 2 = left lung. It labels air inside the body by
+    the DICOM (LPS) x of each voxel, +x being the patient's left."""
+
+    def apply(self, image):
+        import SimpleITK as sitk
+
+        hu = sitk.GetArrayFromImage(image)  # (Z, Y, X)
+        index = np.indices(hu.shape)[::-1].reshape(3, -1)  # (i, j, k) per voxel
+        direction = np.reshape(image.GetDirection(), (3, 3))
+        lps = direction @ (np.reshape(image.GetSpacing(), (3, 1)) * index)
+        lps_x = (lps[0] + image.GetOrigin()[0]).reshape(hu.shape)
+        lungs = (hu < -400) & (hu > -950) & (np.abs(lps_x) < 120)
+        return np.where(lungs, np.where(lps_x > 0, 2, 1), 0).astype(np.uint8)
+
+
+def test_lungmask_labels_reach_the_right_regions(tmp_path, monkeypatch):
+    """With weights given, the lung path uses lungmask's labels; the image handed over carries
+    the geometry, so its 1/2 labels land on the patient's right/left lung."""
+    import cs3f.lung_model
+
+    weights = tmp_path / "unet_r231.pth"
+    weights.write_bytes(b"")
+    monkeypatch.setattr(cs3f.lung_model, "_inferer", lambda path: _SidedLungmask())
+    volume, truth = chest_phantom()
+    settings = PreprocessSettings(lung_crop=(96, 128, 160), lung_model=str(weights))
+    regions = preprocess_lungs(volume, settings)
+    for region in regions:
+        assert "lungmask R231 (unet_r231.pth)" in region.details["steps"][1]
+        back = region.transform.to_source(region.mask.astype(np.float32)) > 0.5
+        inside = (back & truth[region.region]).sum() / back.sum()
+        assert inside > 0.9, (region.region, inside)
+
+
+def test_lungmask_weights_load_through_the_same_code(tmp_path):
+    """A random-weight R231 U-Net saved as a state dict loads and runs through
+    model_lung_masks; the masks come back on the input grid (their content is noise)."""
+    from lungmask.resunet import UNet
+
+    from cs3f.lung_model import model_lung_masks
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net = UNet(n_classes=3, padding=True, depth=5, up_mode="upsample", batch_norm=True)
+    weights = tmp_path / "random_r231.pth"
+    torch.save(net.state_dict(), weights)
+    volume, _ = chest_phantom()
+    shape, affine = aligned_grid(volume.shape, volume.affine, 4.0)
+    hu = resample(volume.array, volume.affine, shape, affine, cval=-1024)[:, :, 25:29]
+    masks = model_lung_masks(hu, affine, str(weights))  # four slices: the U-Net is slow on a CPU
+    assert set(masks) == {"left lung", "right lung"}
+    for mask in masks.values():
+        assert mask.shape == hu.shape and mask.dtype == bool
+    assert not (masks["left lung"] & masks["right lung"]).any()
+
+
+def test_the_app_finds_lungmask_weights_in_the_model_folder(tmp_path):
+    from app.settings import SettingsError, load_settings, with_lung_weights
+
+    (tmp_path / "lungmask").mkdir()
+    lung = load_settings(task="lung-ct")
+    assert with_lung_weights(lung, tmp_path).preprocess.lung_model == ""
+    (tmp_path / "lungmask" / "unet_r231-d5d2fc3d.pth").write_bytes(b"")
+    found = with_lung_weights(lung, tmp_path).preprocess.lung_model
+    assert found == str(tmp_path / "lungmask" / "unet_r231-d5d2fc3d.pth")
+    assert with_lung_weights(load_settings(), tmp_path).preprocess.lung_model == ""
+    (tmp_path / "lungmask" / "other.pth").write_bytes(b"")
+    with pytest.raises(SettingsError, match="several"):
+        with_lung_weights(lung, tmp_path)
