@@ -113,10 +113,10 @@ def run(
         for stage, seconds in scores.timings.items():
             timings[stage] = timings.get(stage, 0.0) + seconds
         for index, study in enumerate(group):
+            voxel_mm3 = float(np.prod(spacing(study.transform.source_affine)))
             for variant in variants:
                 standard_map = scores.voxel_map(index, study.mask, variant)
                 source_map = study.transform.to_source(standard_map)
-                voxel_mm3 = float(np.prod(spacing(study.transform.source_affine)))
                 patients, maps = found[variant]
                 patients.append((study.uid, study.abnormal, patient_score(standard_map)))
                 maps.append(

@@ -18,8 +18,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from cs3f.dicom_volume import LPS_TO_RAS
-from cs3f.volume import spacing
+from cs3f.registration import to_sitk
+from cs3f.volume import Volume
 
 __all__ = ["find_weights", "model_lung_masks"]
 
@@ -46,21 +46,11 @@ def _inferer(weights: str):
     return LMInferer(modelpath=weights, force_cpu=not torch.cuda.is_available(), tqdm_disable=True)
 
 
-def _sitk_image(hu: np.ndarray, affine: np.ndarray) -> sitk.Image:
-    """``hu`` (X, Y, Z) on ``affine`` (RAS) as a SimpleITK image, whose world is LPS."""
-    image = sitk.GetImageFromArray(np.ascontiguousarray(np.rint(hu).astype(np.int16).T))
-    lps = np.linalg.inv(LPS_TO_RAS) @ affine
-    steps = spacing(affine)
-    image.SetSpacing([float(s) for s in steps])
-    image.SetDirection([float(v) for v in (lps[:3, :3] / steps).ravel()])
-    image.SetOrigin([float(v) for v in lps[:3, 3]])
-    return image
-
-
 def model_lung_masks(hu: np.ndarray, affine: np.ndarray, weights: str) -> dict[str, np.ndarray]:
     """{"left lung", "right lung"}: bool (X, Y, Z) masks of ``hu`` (HU on ``affine``, RAS mm).
 
     A side the model did not find gets an empty mask.
     """
-    labels = np.asarray(_inferer(str(weights)).apply(_sitk_image(hu, affine))).T
+    image = sitk.Cast(to_sitk(Volume(np.rint(hu), affine)), sitk.sitkInt16)  # HU as read from DICOM
+    labels = np.asarray(_inferer(str(weights)).apply(image)).T
     return {"left lung": labels == LEFT, "right lung": labels == RIGHT}

@@ -145,11 +145,11 @@ def test_lungmask_labels_reach_the_right_regions(tmp_path, monkeypatch):
 def test_lungmask_weights_load_through_the_same_code(tmp_path):
     """A random-weight R231 U-Net saved as a state dict loads and runs through
     model_lung_masks; the masks come back on the input grid (their content is noise)."""
+    import torch
     from lungmask.resunet import UNet
 
     from cs3f.lung_model import model_lung_masks
 
-    torch = pytest.importorskip("torch")
     torch.manual_seed(0)
     net = UNet(n_classes=3, padding=True, depth=5, up_mode="upsample", batch_norm=True)
     weights = tmp_path / "random_r231.pth"
