@@ -9,7 +9,7 @@ import numpy as np
 from cs3f.maps import patient_score
 from cs3f.progress import Progress
 from cs3f.threshold import StreamingPercentile
-from operators.batch import Batch
+from operators.batch import Batch, Case
 from operators.batch_stage import BatchStage
 
 LOG = logging.getLogger("cs3f.app")
@@ -61,15 +61,27 @@ class ScoreOperator(BatchStage):
         low = min(0.0, min(float(s.min()) for s in token_scores))
         high = max(float(s.max()) for s in token_scores)
         histogram = StreamingPercentile(low, high)
-        for case in cases:
+
+        def voxel_maps(case: Case) -> None:
+            """Park the case's maps; its voxels join the threshold only once all its maps exist."""
+            foreground, peaks = [], []
             for region in case.regions:
                 mask = np.asarray(region.mask)
                 voxel_map = batch.scores[region.region].voxel_map(case.indices[region.region], mask)
-                histogram.add(voxel_map[mask])
-                case.row.score = max(case.row.score or 0.0, patient_score(voxel_map))
                 case.score_maps[region.region] = batch.park(
                     f"{case.tag}_{region.slug}_map", voxel_map
                 )
+                foreground.append(voxel_map[mask])
+                peaks.append(patient_score(voxel_map))
+            for values in foreground:
+                histogram.add(values)
+            case.row.score = max(peaks)
+
+        batch.each("voxel maps", voxel_maps)
+        if histogram.total == 0:
+            batch.error = "no study's voxel map could be made (see the failed rows)"
+            op_output.emit(batch, "batch")
+            return
         batch.threshold = histogram.percentile(self.voxel_percentile)
         LOG.info(
             "scored %d studies; voxel threshold %.4g (%g-th percentile of %d voxels)",

@@ -97,7 +97,7 @@ def test_outputs_exactly_as_specified(messy):
     assert run["files"]["skipped_files"] == 2 and run["batch_size"] == 6
     assert run["files"]["without_study_uid"] == []
     assert any("quality drops" in w for w in run["warnings"])
-    assert {"tokenize", "preprocess", "write outputs"} <= set(run["timings_s"])
+    assert {"tokenize", "preprocess", "voxel maps", "write outputs"} <= set(run["timings_s"])
     assert "<table>" in (out / "report.html").read_text()
 
 
