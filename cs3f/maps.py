@@ -19,20 +19,20 @@ from cs3f.tokens import TokenGrid, TokenSet
 __all__ = ["concat_axes", "fuse_maps", "patient_score", "token_map"]
 
 
-def _interp_along(values: torch.Tensor, dim: int, centres: np.ndarray, n_out: int) -> torch.Tensor:
-    """Linear interpolation of ``values`` along ``dim`` from ``centres`` to voxels 0..n_out-1."""
-    coords = np.arange(n_out, dtype=np.float64)
+def _interp_matrix(centres: np.ndarray, n_out: int) -> torch.Tensor:
+    """(n_out, len(centres)) float64 weights of linear interpolation from ``centres`` to voxels
+    0..n_out-1, constant beyond the outermost centres; each row sums to 1."""
+    voxels = np.arange(n_out)
+    coords = voxels.astype(np.float64)
     hi = np.clip(np.searchsorted(centres, coords), 0, len(centres) - 1)
     lo = np.clip(hi - 1, 0, len(centres) - 1)
     gap = centres[hi] - centres[lo]
     t = np.where(gap > 0, (coords - centres[lo]) / np.where(gap > 0, gap, 1.0), 0.0)
     t = np.clip(t, 0.0, 1.0)
-    shape = [1] * values.ndim
-    shape[dim] = n_out
-    weight = torch.from_numpy(t).to(values).view(shape)
-    lo_vals = values.index_select(dim, torch.from_numpy(lo))
-    hi_vals = values.index_select(dim, torch.from_numpy(hi))
-    return lo_vals + weight * (hi_vals - lo_vals)
+    matrix = np.zeros((n_out, len(centres)))
+    np.add.at(matrix, (voxels, lo), 1.0 - t)
+    np.add.at(matrix, (voxels, hi), t)
+    return torch.from_numpy(matrix)
 
 
 def _centres(grid: TokenGrid) -> list[np.ndarray]:
@@ -40,6 +40,20 @@ def _centres(grid: TokenGrid) -> list[np.ndarray]:
     depth = (grid.edges[:-1] + grid.edges[1:] - 1) / 2.0
     planes = [(np.arange(grid.grid) + 0.5) * n / grid.grid - 0.5 for n in grid.plane_shape]
     return [depth, *planes]
+
+
+def _upsample(
+    on_grid: torch.Tensor, centres: list[np.ndarray], shape: tuple[int, ...]
+) -> torch.Tensor:
+    """Separable linear upsampling of a (g0, g1, g2) grid to ``shape``, one matrix product per axis.
+
+    The last axis goes first, while the tensor is small; the result is contiguous.
+    """
+    out = on_grid
+    for dim in reversed(range(out.ndim)):
+        matrix = _interp_matrix(centres[dim], shape[dim])
+        out = torch.movedim(torch.tensordot(matrix, out, dims=([1], [dim])), 0, dim)
+    return out
 
 
 def token_map(scores: np.ndarray, tokens: TokenSet, shape: tuple[int, int, int]) -> np.ndarray:
@@ -53,25 +67,28 @@ def token_map(scores: np.ndarray, tokens: TokenSet, shape: tuple[int, int, int])
         (D0, D1, D2) float32 map; 0 where no kept token is near.
     """
     grid = tokens.grid
-    values = torch.zeros(int(np.prod(grid.shape)), dtype=torch.float64)
-    weights = torch.zeros_like(values)
-    cells = torch.from_numpy(np.asarray(tokens.cells, dtype=np.int64))
-    values[cells] = torch.from_numpy(np.asarray(scores, dtype=np.float64))
-    weights[cells] = 1.0
-    stacked = torch.stack([values, weights]).view(2, *grid.shape)
-    sizes = (shape[grid.axis],) + grid.plane_shape
-    for dim, (centres, n_out) in enumerate(zip(_centres(grid), sizes)):
-        stacked = _interp_along(stacked, dim + 1, centres, n_out)
-    value, weight = stacked[0], stacked[1]
+    on_grid = []
+    for cell_values in (np.asarray(scores, dtype=np.float64), 1.0):
+        flat = torch.zeros(int(np.prod(grid.shape)), dtype=torch.float64)
+        flat[torch.from_numpy(np.asarray(tokens.cells, dtype=np.int64))] = torch.as_tensor(
+            cell_values, dtype=torch.float64
+        )
+        on_grid.append(torch.movedim(flat.view(grid.shape), 0, grid.axis))
+    centres = _centres(grid)  # (depth, rows, columns) of the grid -> the volume's axis order
+    centres.insert(grid.axis, centres.pop(0))
+    value, weight = (_upsample(t, centres, shape) for t in on_grid)
     out = torch.where(weight > 1e-6, value / weight.clamp(min=1e-6), torch.zeros_like(value))
-    return np.moveaxis(out.float().numpy(), 0, grid.axis)
+    return out.float().numpy()
 
 
 def fuse_maps(maps: Sequence[np.ndarray], mask: np.ndarray) -> np.ndarray:
     """Score-level fusion: the mean of the maps (layers x axes), 0 outside the mask."""
     if not maps:
         raise ValueError("nothing to fuse")
-    fused = np.mean(np.stack(maps), axis=0, dtype=np.float64).astype(np.float32)
+    total = np.zeros(maps[0].shape, dtype=np.float64)
+    for one in maps:
+        total += one
+    fused = (total / len(maps)).astype(np.float32)
     fused[~mask] = 0
     return fused
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from scipy.interpolate import RegularGridInterpolator
 
 from cs3f.maps import concat_axes, fuse_maps, patient_score, token_map
 from cs3f.tokens import TokenGrid, TokenSet, depth_edges
@@ -30,6 +31,20 @@ def test_linear_scores_are_reproduced_between_token_centres():
     np.testing.assert_allclose(out[inside], want[inside], rtol=1e-5)
     # beyond the outermost centre the value is held
     np.testing.assert_allclose(out[5, 29, 10], out[5, 28, 10] + 2.0 * 0.5, rtol=1e-6)
+
+
+def test_random_scores_match_scipy_trilinear_interpolation():
+    grid = TokenGrid(axis=2, edges=depth_edges(20, 3), plane_shape=(12, 18), grid=3)
+    tokens, _ = full_set(grid)
+    scores = np.random.default_rng(4).random(len(tokens.cells))
+    out = token_map(scores, tokens, (12, 18, 20))
+    depth = (grid.edges[:-1] + grid.edges[1:] - 1) / 2
+    rows, cols = ((np.arange(3) + 0.5) * n / 3 - 0.5 for n in (12, 18))
+    on_grid = np.moveaxis(scores.reshape(grid.shape), 0, 2)  # (rows, columns, depth)
+    reference = RegularGridInterpolator((rows, cols, depth), on_grid)
+    axes = [np.clip(np.arange(n), c[0], c[-1]) for n, c in zip((12, 18, 20), (rows, cols, depth))]
+    points = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
+    np.testing.assert_allclose(out, reference(points), rtol=1e-6)
 
 
 def test_dropped_tokens_do_not_pull_scores_down():
