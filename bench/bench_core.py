@@ -11,6 +11,8 @@ Sections:
 - ``c2f``: coarse-to-fine against exhaustive fine scoring on the same tokens.
 - ``tokenize``: encoder slices/s bare and inside tokenisation (same slices), for the pixel
   encoder and a DINOv2 ViT-S/14 architecture with random weights.
+- ``voxel_map``: seconds to turn one volume's MS token scores (3 axes x 2 levels) into its
+  standard-space voxel map, for a batch of 3 random volumes with a spherical mask.
 - ``rss180``: one (axis, layer) of a 180-volume batch, 4096 tokens each, d = 128, from a
   disk-backed fp16 store written by this process, then opened and scored in a child process
   whose peak RSS (and its RSS right after imports) is reported.
@@ -37,6 +39,7 @@ from cs3f import __version__
 from cs3f.encoders import load_encoder
 from cs3f.encoders.dinov2 import write_random_checkpoint
 from cs3f.pairs import NearestTokens
+from cs3f.pipeline import BatchScorer
 from cs3f.scoring import coarse_to_fine_scores, mutual_scores
 from cs3f.tokens import Tokenizer, TokenSettings
 
@@ -141,6 +144,19 @@ def bench_tokenize(encoder, side: int) -> dict:
         "tokenize_slices_per_s": n_slices / tokenize_seconds,
         "tokenize_overhead": tokenize_seconds / bare_seconds - 1,
     }
+
+
+def bench_voxel_map(side: int) -> dict:
+    """One voxel map of a scored MS batch of three random (side^3) volumes, best of three."""
+    rng = np.random.default_rng(5)
+    centre = (side - 1) / 2
+    distance = np.linalg.norm(np.indices((side,) * 3) - centre, axis=0)
+    mask = distance < 0.4 * side
+    scorer = BatchScorer(load_encoder("pixels", device="cpu"))
+    for _ in range(3):
+        scorer.add(rng.random(mask.shape, dtype=np.float32) * mask, mask)
+    scores = scorer.score()
+    return {"volume": [side] * 3, "seconds": best_of(lambda: scores.voxel_map(0, mask))}
 
 
 def vit_s14_random(folder: Path):
@@ -256,6 +272,9 @@ def main() -> None:
             entry = bench_tokenize(vit_s14_random(Path(folder)), side)
             entry["weights"] = "random (architecture benchmark only)"
             result["tokenize"].append(entry)
+    if want("voxel_map"):
+        log("voxel_map")
+        result["voxel_map"] = bench_voxel_map(112 if quick else 224)
     if want("rss180") and not quick:
         log("rss180 (about 10 minutes)")
         result["rss180"] = bench_rss180(180, 4096, 128)
