@@ -42,17 +42,15 @@ def _centres(grid: TokenGrid) -> list[np.ndarray]:
     return [depth, *planes]
 
 
-def _upsample(
-    on_grid: torch.Tensor, centres: list[np.ndarray], shape: tuple[int, ...]
-) -> torch.Tensor:
-    """Separable linear upsampling of a (g0, g1, g2) grid to ``shape``, one matrix product per axis.
+def _upsample(on_grid: torch.Tensor, matrices: list[torch.Tensor]) -> torch.Tensor:
+    """Separable linear upsampling of a (g0, g1, g2) grid: one product per axis with that axis's
+    (n_out, g) matrix from :func:`_interp_matrix`.
 
     The last axis goes first, while the tensor is small; the result is contiguous.
     """
     out = on_grid
     for dim in reversed(range(out.ndim)):
-        matrix = _interp_matrix(centres[dim], shape[dim])
-        out = torch.movedim(torch.tensordot(matrix, out, dims=([1], [dim])), 0, dim)
+        out = torch.movedim(torch.tensordot(matrices[dim], out, dims=([1], [dim])), 0, dim)
     return out
 
 
@@ -67,16 +65,16 @@ def token_map(scores: np.ndarray, tokens: TokenSet, shape: tuple[int, int, int])
         (D0, D1, D2) float32 map; 0 where no kept token is near.
     """
     grid = tokens.grid
+    cells = torch.from_numpy(np.asarray(tokens.cells, dtype=np.int64))
     on_grid = []
     for cell_values in (np.asarray(scores, dtype=np.float64), 1.0):
         flat = torch.zeros(int(np.prod(grid.shape)), dtype=torch.float64)
-        flat[torch.from_numpy(np.asarray(tokens.cells, dtype=np.int64))] = torch.as_tensor(
-            cell_values, dtype=torch.float64
-        )
+        flat[cells] = torch.as_tensor(cell_values, dtype=torch.float64)
         on_grid.append(torch.movedim(flat.view(grid.shape), 0, grid.axis))
     centres = _centres(grid)  # (depth, rows, columns) of the grid -> the volume's axis order
     centres.insert(grid.axis, centres.pop(0))
-    value, weight = (_upsample(t, centres, shape) for t in on_grid)
+    matrices = [_interp_matrix(c, n) for c, n in zip(centres, shape)]
+    value, weight = (_upsample(t, matrices) for t in on_grid)
     out = torch.where(weight > 1e-6, value / weight.clamp(min=1e-6), torch.zeros_like(value))
     return out.float().numpy()
 
