@@ -17,7 +17,8 @@ Definitions, as in CS3F:
 - at 99 % voxel specificity (the lowest threshold at which at most 1 % of the non-lesion
   foreground voxels of all studies are above it): lesion-wise TPR per size class (18-connected
   lesion components; under 3 mm equivalent-sphere diameter excluded; small < 100 mm^3,
-  medium 100-1000 mm^3, large > 1000 mm^3; a lesion is found when any of its voxels is above the
+  medium 100-1000 mm^3, large 1000-5000 mm^3, xlarge >= 5000 mm^3 (CS3F's "large" is the last
+  two together); a lesion is found when any of its voxels is above the
   threshold), pooled Dice over abnormal studies, and false-positive components (18-connected
   above-threshold components touching no lesion) per study.
 
@@ -47,9 +48,11 @@ __all__ = [
     "Curve",
     "StudyMaps",
     "evaluate",
+    "group_auroc",
     "load_run",
     "main",
     "metrics_of",
+    "read_groups",
     "read_labels",
     "voxel_metrics",
 ]
@@ -65,10 +68,18 @@ METRIC_KEYS = (
     "ltpr99_small",
     "ltpr99_medium",
     "ltpr99_large",
+    "ltpr99_xlarge",
     "dice99",
     "fp_per_volume",
 )
-SIZE_CLASSES = {"small": (0.0, 100.0), "medium": (100.0, 1000.0), "large": (1000.0, math.inf)}
+# CS3F's three classes, with its "large" split at 5 ml so that tumour- and stroke-sized lesions
+# (5 to about 100 ml) are reported on their own; CS3F's "large" is large + xlarge
+SIZE_CLASSES = {
+    "small": (0.0, 100.0),
+    "medium": (100.0, 1000.0),
+    "large": (1000.0, 5000.0),
+    "xlarge": (5000.0, math.inf),
+}
 MIN_DIAMETER_MM = 3.0
 SPECIFICITY = 0.99
 CONNECTIVITY = ndimage.generate_binary_structure(3, 2)  # 18-connected
@@ -307,11 +318,39 @@ def metrics_of(
     return metrics, details, {"patient": patient_curve, "voxel": voxel_curve}
 
 
+def group_auroc(
+    patients: Sequence[tuple[str, bool, float]], groups: dict[str, str]
+) -> dict[str, float | None]:
+    """How well the score of the *normal* studies tells each group from the others: for every
+    group g of ``groups`` (uid -> group, e.g. the cohort's base brain), the AUROC of "in g"
+    against the patient score. 0.5 = the score ignores the group; near 0 or 1 = the score
+    measures the group (a confound), whatever the lesions do. None where undefined."""
+    normal = [(uid, score) for uid, abnormal, score in patients if not abnormal and uid in groups]
+    scores = np.array([score for _, score in normal])
+    return {
+        group: Curve.from_scores(
+            scores, np.array([groups[uid] == group for uid, _ in normal])
+        ).auroc()
+        for group in sorted({groups[uid] for uid, _ in normal})
+    }
+
+
+def read_groups(truth: Path, column: str) -> dict[str, str]:
+    """``column`` of labels.csv per study uid ({} when labels.csv has no such column)."""
+    with (truth / "labels.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    return {r["study_instance_uid"].strip(): r[column] for r in rows if column in r}
+
+
 def evaluate(run: Path, truth: Path) -> tuple[dict, dict, dict[str, Curve]]:
     """All metrics for one app run against the truth (see :func:`metrics_of`); the details
-    also count the studies matched and left out."""
+    also count the studies matched and left out and, when labels.csv names each study's base
+    brain (the cohort builder's ``brain`` column), the :func:`group_auroc` of the base brains."""
     patients, maps, counts = load_run(Path(run), Path(truth))
     metrics, details, curves = metrics_of(patients, maps)
+    brains = read_groups(Path(truth), "brain")
+    if brains:
+        details["base_brain_auroc"] = group_auroc(patients, brains)
     return metrics, counts | details, curves
 
 
