@@ -1,13 +1,20 @@
 """Synthetic screening cohorts from real brains, written as DICOM with known truth.
 
-    python -m cs3f.cohort --out DIR --normal N --abnormal M --seed S [--ms FOLDER]
+    python -m cs3f.cohort --out DIR --normal N --abnormal M --seed S [--ms FOLDER] [--sizes ...]
 
-Each subject is a real skull-stripped T1 brain on the MNI152 2 mm grid (nilearn's MNI152 2009
-template; Colin27 from Debian ``mricron-data`` when installed), seen through its own random
-smooth deformation, affine jitter, bias field, contrast curve and noise. Abnormal subjects get
-one to three lesions of the evaluator's three size classes: synthetic hyper- or hypo-intense
-irregular textured blobs with soft edges, and, when MS subjects are available (``--ms``, by
-default ``../shared/data/nifti/ms``), real MS lesions transplanted at their own MNI position with
+Each subject is a real skull-stripped T1 brain of one *individual* on the MNI152 2 mm grid, seen
+through its own random smooth deformation, affine jitter, bias field, contrast curve and noise.
+The individuals are Colin27 (Debian ``mricron-data``) and the MS subjects of ``--ms`` (by default
+``../shared/data/nifti/ms``) with their lesions in-painted from the tissue around them. A
+population average (nilearn's MNI152 2009) is used only where no individual is installed: its
+deformed copies are smoother than any real brain and near-twins of each other, so mixing it with
+individuals makes the patient score measure which base brain a study came from (measured:
+16 of the top 17 of 40 studies were Colin27-based, whatever their lesions).
+
+Abnormal subjects get one to three lesions, each of a size class of the evaluator drawn from
+``--sizes`` (small < 0.1 ml, medium 0.1-1 ml, large 1-5 ml, xlarge 5 to about 60 ml, tumour and
+stroke sized): synthetic hyper- or hypo-intense irregular textured blobs with soft edges, and,
+when MS subjects are available, real MS lesions transplanted at their own MNI position with
 their own intensity relative to the surrounding tissue. Every study is one MR series of
 single-frame DICOM instances with its own patient position (HFS, HFP, HFDL, HFDR, FFS), slice
 orientation (axial, coronal or sagittal in the scanner, slightly oblique) and slice order,
@@ -37,6 +44,7 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from cs3f.dicom_volume import LPS_TO_RAS
+from cs3f.evaluate import SIZE_CLASSES
 from cs3f.nifti_io import load_nifti, save_nifti
 from cs3f.outputs import atomic_path, write_text
 from cs3f.volume import resample
@@ -68,21 +76,28 @@ _TURN = {
     "HFDR": ("z", -90),
     "FFS": ("y", 180),
 }
-# lesion volume ranges (mm^3) per size class of the evaluator, kept inside the class bounds
-LESION_MM3 = {"small": (60.0, 99.0), "medium": (150.0, 900.0), "large": (1300.0, 6000.0)}
-SIZE_BOUNDS = {"small": (0.0, 100.0), "medium": (100.0, 1000.0), "large": (1000.0, np.inf)}
+# lesion volumes (mm^3) drawn per size class of the evaluator (SIZE_CLASSES), inside its bounds
+LESION_MM3 = {
+    "small": (60.0, 99.0),
+    "medium": (150.0, 900.0),
+    "large": (1300.0, 4800.0),
+    "xlarge": (6000.0, 80000.0),
+}
 LESION_KINDS = ("hyper", "hypo", "ms")
+DONOR_CLASSES = ("small", "medium", "large")  # MS donors have no single lesion over 5 ml
 MAX_LESION_DRAWS = 10
 
 
 @dataclass(frozen=True)
 class Brain:
     """A real skull-stripped T1 brain on the MNI152 2 mm grid: ``image`` scaled so that the brain's
-    99th percentile is 1, ``mask`` its brain (bool)."""
+    99th percentile is 1, ``mask`` its brain (bool), ``size`` its linear size relative to the
+    MNI152 brain (cube root of the mask volumes' ratio)."""
 
     name: str
     image: np.ndarray
     mask: np.ndarray
+    size: float
 
 
 @dataclass(frozen=True)
@@ -109,7 +124,7 @@ class Subject:
 
 @dataclass(frozen=True)
 class Sources:
-    """What subjects are built from: host brains (MNI152 first), MS lesion donors, the grid."""
+    """What subjects are built from: host brains, MS lesion donors, the grid."""
 
     brains: tuple[Brain, ...]
     donors: tuple[Donor, ...]
@@ -126,42 +141,52 @@ def _scaled(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def load_sources(ms_folder: Path | None = None) -> Sources:
-    """MNI152 2009 (nilearn) always; Colin27 when Debian ``mricron-data`` is installed; MS lesion
-    donors from ``ms_folder/<subject>/{T1_mni,lesion_gt_mni}.nii.gz`` when given and present."""
+    """The individual brains: Colin27 when Debian ``mricron-data`` is installed, and the MS
+    subjects ``ms_folder/<subject>/{T1_mni,lesion_gt_mni}.nii.gz`` (when given and present) with
+    their lesions in-painted; those MS lesions are also the donors. Only when there is no
+    individual at all, nilearn's MNI152 2009 population template is the one host."""
     from nilearn.datasets import load_mni152_brain_mask, load_mni152_template
 
     template = load_mni152_template(resolution=2)
     shape, affine = template.shape, template.affine
-    mask = load_mni152_brain_mask(resolution=2).get_fdata() > 0
-    brains = [Brain("mni152", _scaled(template.get_fdata(), mask), mask)]
+    mni_mask = load_mni152_brain_mask(resolution=2).get_fdata() > 0
+    brains, donors = [], []
+
+    def brain(name: str, image: np.ndarray) -> Brain:
+        """The filled foreground above 5 % of the maximum is the brain."""
+        mask = ndimage.binary_fill_holes(image > 0.05 * image.max())
+        return Brain(name, _scaled(image, mask), mask, (mask.sum() / mni_mask.sum()) ** (1 / 3))
+
     if COLIN27.is_file():
-        colin = _on_grid(COLIN27, shape, affine, 1)
-        colin_mask = ndimage.binary_fill_holes(colin > 0.05 * colin.max())
-        brains.append(Brain("colin27", _scaled(colin, colin_mask), colin_mask))
-    donors = []
+        brains.append(brain("colin27", _on_grid(COLIN27, shape, affine, 1)))
     for folder in (
         sorted(Path(ms_folder).iterdir()) if ms_folder and Path(ms_folder).is_dir() else []
     ):
         t1, lesion = folder / "T1_mni.nii.gz", folder / "lesion_gt_mni.nii.gz"
         if t1.is_file() and lesion.is_file():
-            donors.append(
-                _donor(
-                    folder.name,
-                    _on_grid(t1, shape, affine, 1),
-                    _on_grid(lesion, shape, affine, 1) > 0.5,
-                )
+            donor, healed = _donor(
+                folder.name,
+                _on_grid(t1, shape, affine, 1),
+                _on_grid(lesion, shape, affine, 1) > 0.5,
             )
+            donors.append(donor)
+            brains.append(brain(folder.name, healed))
+    if not brains:
+        brains.append(Brain("mni152", _scaled(template.get_fdata(), mni_mask), mni_mask, 1.0))
     return Sources(tuple(brains), tuple(donors), affine)
 
 
-def _donor(name: str, t1: np.ndarray, lesions: np.ndarray) -> Donor:
-    """The lesions' intensity relative to the tissue around them (normalised convolution)."""
+def _donor(name: str, t1: np.ndarray, lesions: np.ndarray) -> tuple[Donor, np.ndarray]:
+    """The lesions' intensity relative to the tissue around them (normalised convolution), and
+    the T1 with its lesions replaced by that surrounding tissue (a lesion-free brain)."""
     tissue = (t1 > 0) & ~ndimage.binary_dilation(lesions)
     weight = ndimage.gaussian_filter(tissue.astype(np.float32), 2.0)
     around = ndimage.gaussian_filter(t1 * tissue, 2.0) / np.maximum(weight, 1e-3)
-    ratio = np.where(lesions & (weight > 0.05), t1 / np.maximum(around, 1e-6), 1.0)
+    inside = lesions & (weight > 0.05)
+    ratio = np.where(inside, t1 / np.maximum(around, 1e-6), 1.0)
     labels, _ = ndimage.label(lesions, ndimage.generate_binary_structure(3, 2))
-    return Donor(name, np.clip(ratio, 0.2, 3.0).astype(np.float32), labels)
+    healed = np.where(ndimage.binary_dilation(lesions) & (t1 > 0), around, t1)
+    return Donor(name, np.clip(ratio, 0.2, 3.0).astype(np.float32), labels), healed
 
 
 def _smooth_field(rng, shape, scale, sigma) -> np.ndarray:
@@ -177,7 +202,8 @@ def _blob(rng, brain: np.ndarray, size: str, voxel_mm: float) -> tuple[np.ndarra
     """An irregular textured blob of ``size`` class: (profile with a soft edge, its extent)."""
     low, high = LESION_MM3[size]
     volume = np.exp(rng.uniform(np.log(low), np.log(high)))
-    radius = 0.7 * (3 * volume / (4 * np.pi)) ** (1 / 3) / voxel_mm  # three lobes: about 1.9x
+    # three overlapping lobes of this radius cover about 1.9 spheres: 0.81^3 * 1.9 = 1
+    radius = 0.81 * (3 * volume / (4 * np.pi)) ** (1 / 3) / voxel_mm
     inner = np.argwhere(ndimage.binary_erosion(brain, iterations=max(3, int(radius) + 2)))
     centre = inner[rng.integers(len(inner))]
     grid = np.indices(brain.shape).transpose(1, 2, 3, 0).astype(np.float32)
@@ -188,21 +214,28 @@ def _blob(rng, brain: np.ndarray, size: str, voxel_mm: float) -> tuple[np.ndarra
 
 
 def _lesions(
-    rng, sources: Sources, brain: np.ndarray, count: int
+    rng,
+    sources: Sources,
+    brain: np.ndarray,
+    count: int,
+    sizes: Sequence[str],
+    voxel_mm: float,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(multiplicative lesion profile on the grid (0 = unchanged), the lesion mask, what was
     planted).
 
     Kinds: "hyper" / "hypo" synthetic blobs (intensity x 1.5-1.9 or x 0.1-0.5 at the core), and
     "ms": a real lesion component of a donor, at its own MNI position, with its own intensity
-    relative to its surroundings. Sizes are drawn per lesion from the evaluator's three classes.
+    relative to its surroundings (never xlarge: no single MS lesion is that big). Sizes are drawn
+    per lesion from ``sizes`` (classes of the evaluator), for their volume in the subject, where a
+    template voxel measures ``voxel_mm``.
     """
     profile, extent = np.zeros(brain.shape, dtype=np.float32), np.zeros(brain.shape, bool)
-    voxel_mm = float(abs(np.linalg.det(sources.affine[:3, :3])) ** (1 / 3))
-    kinds = LESION_KINDS if sources.donors else LESION_KINDS[:2]
     planted = []
     for _ in range(count):
-        kind, size = str(rng.choice(kinds)), str(rng.choice(list(LESION_MM3)))
+        size = str(rng.choice(list(sizes)))
+        ms = bool(sources.donors) and size in DONOR_CLASSES
+        kind = str(rng.choice(LESION_KINDS if ms else LESION_KINDS[:2]))
         if kind == "ms":
             donor, label = _donor_lesion(rng, sources.donors, size, voxel_mm**3)
             inside = donor.labels == label
@@ -221,7 +254,7 @@ def _donor_lesion(rng, donors: Sequence[Donor], size: str, voxel_mm3: float) -> 
     """A random donor lesion of the ``size`` class (or, where the donors have none of that class,
     of any class), never one under ``LESION_MM3["small"][0]``: a smaller one may vanish on the
     subject's grid."""
-    low, high = SIZE_BOUNDS[size]
+    low, high = SIZE_CLASSES[size]
     candidates, fallback = [], []
     for donor in donors:
         volumes = np.bincount(donor.labels.ravel())[1:] * voxel_mm3
@@ -244,9 +277,43 @@ def _scanner_axes(rng, position: str, orientation: str) -> np.ndarray:
     return axes
 
 
-def make_subject(rng: np.random.Generator, abnormal: bool, sources: Sources) -> Subject:
-    """One subject on a random scanner grid (about 2 mm voxels)."""
-    host = sources.brains[rng.integers(len(sources.brains))]
+def _scanner_grid(
+    rng, position: str, orientation: str, template_shape: tuple, template_affine: np.ndarray
+) -> tuple[tuple[int, ...], np.ndarray]:
+    """(shape, voxel -> RAS affine) of a scanner grid covering the template with a 10 mm margin:
+    the patient position and slice orientation, slight obliquity, about 2 mm voxels."""
+    axes = _scanner_axes(rng, position, orientation)
+    step = np.array([rng.uniform(1.8, 2.2)] * 2 + [rng.uniform(2.0, 3.0)])
+    centre = template_affine[:3, :3] @ (np.array(template_shape) / 2) + template_affine[:3, 3]
+    extent = np.abs(axes.T @ (template_affine[:3, :3] * np.array(template_shape))).sum(axis=1)
+    shape = tuple(int(n) for n in np.ceil((extent + 20) / step))
+    affine = np.eye(4)
+    affine[:3, :3] = axes * step
+    affine[:3, 3] = centre - affine[:3, :3] @ (np.array(shape) - 1) / 2
+    return shape, affine
+
+
+def make_subject(
+    rng: np.random.Generator,
+    abnormal: bool,
+    sources: Sources,
+    sizes: Sequence[str] = tuple(LESION_MM3),
+    space: str = "scanner",
+    host: int | None = None,
+) -> Subject:
+    """One subject; an abnormal one has lesions of the size classes ``sizes``. Its base brain is
+    ``sources.brains[host]``, or one drawn at random when ``host`` is None.
+
+    ``space="scanner"``: on a random scanner grid (about 2 mm voxels, any patient position and
+    slice orientation), as a scanner would write it. ``space="atlas"``: on the MNI152 2 mm grid
+    itself, as a skull-stripped volume after affine registration would be: only the smooth
+    deformation and a residual rigid misalignment (1.5 degrees, 1.5 mm) remain, the brain at the
+    template's size (a registration's scale removed). The atlas space is what the detection
+    quality gate uses: it skips the minute of registration per study.
+    """
+    if space not in ("scanner", "atlas"):
+        raise ValueError(f"space must be 'scanner' or 'atlas', got {space!r}")
+    host = sources.brains[rng.integers(len(sources.brains)) if host is None else host]
     image, brain, t_affine = host.image, host.mask, sources.affine
     # anatomy: subject(x) = template(jitter(x) + warp(x)), in template voxels
     coarse = tuple(max(2, s // 12) for s in image.shape)
@@ -255,20 +322,20 @@ def make_subject(rng: np.random.Generator, abnormal: bool, sources: Sources) -> 
         for _ in range(3)
     ]
     jitter = np.eye(4)
-    # real adult brains are about 0.86-1.0 times the MNI152 template linearly
-    jitter[:3, :3] = _rotation(rng, 6) * rng.uniform(1.0, 1.16)
-    jitter[:3, 3] = rng.uniform(-6, 6, 3)
-    # scanner grid: patient position, orientation, slight obliquity, voxel size, slice order
-    position = str(rng.choice(POSITIONS))
-    orientation = str(rng.choice(list(ORIENTATIONS)))
-    axes = _scanner_axes(rng, position, orientation)
-    step = np.array([rng.uniform(1.8, 2.2)] * 2 + [rng.uniform(2.0, 3.0)])
-    centre = t_affine[:3, :3] @ (np.array(image.shape) / 2) + t_affine[:3, 3]
-    extent = np.abs(axes.T @ (t_affine[:3, :3] * np.array(image.shape))).sum(axis=1) + 20
-    shape = tuple(int(n) for n in np.ceil(extent / step))
-    affine = np.eye(4)
-    affine[:3, :3] = axes * step
-    affine[:3, 3] = centre - affine[:3, :3] @ (np.array(shape) - 1) / 2
+    if space == "atlas":
+        jitter[:3, :3] = _rotation(rng, 1.5) * host.size
+        jitter[:3, 3] = rng.uniform(-1.5, 1.5, 3)
+        position = orientation = "atlas"
+        shape, affine = image.shape, t_affine
+    else:
+        # real adult brains are about 0.86-1.0 times the MNI152 template linearly; the host
+        # already has its own size, which the subject's is drawn around
+        jitter[:3, :3] = _rotation(rng, 6) * host.size / rng.uniform(0.86, 1.0)
+        jitter[:3, 3] = rng.uniform(-6, 6, 3)
+        # scanner grid: patient position, orientation, slight obliquity, voxel size, slice order
+        position = str(rng.choice(POSITIONS))
+        orientation = str(rng.choice(list(ORIENTATIONS)))
+        shape, affine = _scanner_grid(rng, position, orientation, image.shape, t_affine)
     moved_grid = np.indices(image.shape, dtype=np.float32) + np.stack(warp)
 
     def sample(values: np.ndarray) -> np.ndarray:
@@ -276,9 +343,14 @@ def make_subject(rng: np.random.Generator, abnormal: bool, sources: Sources) -> 
         moved = ndimage.map_coordinates(values, moved_grid, order=1)
         return resample(moved, t_affine, shape, jitter @ affine, order=1)
 
+    # the jitter scales the template down: a template voxel is this long in the subject
+    seen_voxel_mm = float(abs(np.linalg.det(t_affine[:3, :3] @ np.linalg.inv(jitter[:3, :3]))))
+    seen_voxel_mm **= 1 / 3
     profile, lesions, planted = np.zeros_like(image), np.zeros(shape, bool), []
     for _ in range(MAX_LESION_DRAWS if abnormal else 0):  # redraw lesions lost to the grid
-        profile, lesion_mask, planted = _lesions(rng, sources, brain, int(rng.integers(1, 4)))
+        profile, lesion_mask, planted = _lesions(
+            rng, sources, brain, int(rng.integers(1, 4)), sizes, seen_voxel_mm
+        )
         lesions = sample(lesion_mask.astype(np.float32)) > 0.5
         if lesions.any():
             break
@@ -297,8 +369,10 @@ def make_subject(rng: np.random.Generator, abnormal: bool, sources: Sources) -> 
     details = {"brain": host.name, "position": position, "orientation": orientation}
     details["slice_order"] = str(rng.choice(["ascending", "descending"]))
     details["lesions"] = "; ".join(planted)
-    image = (np.clip(subject, 0, None) * scale).astype(np.float32)
-    return Subject(image, lesions, brain_mask, affine, details)
+    image = np.clip(subject, 0, None) * scale
+    if space == "atlas":  # skull-stripped: nothing outside the brain
+        image *= brain_mask
+    return Subject(image.astype(np.float32), lesions, brain_mask, affine, details)
 
 
 def write_series(
@@ -373,9 +447,15 @@ def write_series(
 
 
 def make_cohort(
-    out: Path, n_normal: int, n_abnormal: int, seed: int, ms_folder: Path | None = None
+    out: Path,
+    n_normal: int,
+    n_abnormal: int,
+    seed: int,
+    ms_folder: Path | None = None,
+    sizes: Sequence[str] = tuple(LESION_MM3),
 ) -> list[dict]:
     """Write ``n_normal + n_abnormal`` studies and their truth under ``out``; returns the labels.
+    Lesions are drawn from the size classes ``sizes``.
 
     Study order is shuffled by the seed so abnormal studies are not all at the end. The same
     seed and the same sources (see :func:`load_sources`) give the same files.
@@ -386,7 +466,7 @@ def make_cohort(
     kinds = rng.permutation([False] * n_normal + [True] * n_abnormal)
     labels = []
     for n, abnormal in enumerate(kinds):
-        subject = make_subject(np.random.default_rng([seed, n]), bool(abnormal), sources)
+        subject = make_subject(np.random.default_rng([seed, n]), bool(abnormal), sources, sizes)
         folder = out / "studies" / f"{n:03d}"
         folder.mkdir(parents=True, exist_ok=True)
         tags = {
@@ -446,6 +526,14 @@ def main(argv: list[str] | None = None) -> None:
         "transplanted (default: ../shared/data/nifti/ms beside the repository, when present)",
     )
     parser.add_argument(
+        "--sizes",
+        nargs="+",
+        choices=list(LESION_MM3),
+        default=list(LESION_MM3),
+        help="lesion size classes to draw from (default: all); e.g. --sizes xlarge for "
+        "tumour-sized lesions only",
+    )
+    parser.add_argument(
         "--reuse",
         action="store_true",
         help="do nothing when DIR already holds a cohort (truth/labels.csv)",
@@ -456,7 +544,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if (args.out / "studies").exists() and any((args.out / "studies").iterdir()):
         parser.error(f"{args.out / 'studies'} is not empty; choose another --out or remove it")
-    labels = make_cohort(args.out, args.normal, args.abnormal, args.seed, args.ms)
+    labels = make_cohort(args.out, args.normal, args.abnormal, args.seed, args.ms, args.sizes)
     print(
         f"wrote {len(labels)} studies to {args.out / 'studies'} and truth to {args.out / 'truth'}"
     )
