@@ -1,10 +1,13 @@
 """Slice encoders: a batch of 2D slices in, one patch-feature grid per layer out.
 
 Every encoder has the same small interface (:class:`SliceEncoder`), so tokenisation, scoring
-and fusion never care which one ran. Two real implementations:
+and fusion never care which one ran. The implementations:
 
+- ``histogram``, ``filterbank``, ``gabor`` (:class:`~cs3f.encoders.texture.TextureEncoder`):
+  weight-free; a patch's features are soft histograms of local image responses. ``histogram``
+  is the offline default (it detects: bench/RESULTS.md compares the three).
 - ``pixels`` (:class:`~cs3f.encoders.pixels.PixelEncoder`): weight-free; a patch's features
-  are its raw intensities. The offline default and the "no foundation model" ablation.
+  are its raw intensities. The "no foundation model, no texture statistics" ablation.
 - ``dinov2`` (:class:`~cs3f.encoders.dinov2.Dinov2Encoder`): a frozen DINOv2 ViT read from a
   local Hugging Face checkpoint folder (the app's model path).
 """
@@ -19,7 +22,8 @@ import torch.nn.functional as F
 
 __all__ = ["ENCODERS", "EncoderError", "SliceEncoder", "load_encoder", "resize_slices"]
 
-ENCODERS = ("dinov2", "pixels")
+TEXTURE_ENCODERS = ("histogram", "filterbank", "gabor")
+ENCODERS = ("dinov2", "dinov3", *TEXTURE_ENCODERS, "pixels")
 
 
 class EncoderError(RuntimeError):
@@ -68,17 +72,24 @@ def load_encoder(
     device: str = "auto",
     batch_size: int | None = None,
 ) -> SliceEncoder:
-    """Build the encoder called ``name`` (``"dinov2"`` or ``"pixels"``).
+    """Build the encoder called ``name`` (one of :data:`ENCODERS`).
 
-    ``dinov2`` reads its checkpoint from ``model_path`` and raises :class:`EncoderError` when
-    it is missing or malformed; it never falls back to another encoder.
+    ``dinov2`` and ``dinov3`` read their checkpoint from ``model_path`` and raise
+    :class:`EncoderError` when it is missing or malformed; they never fall back to another
+    encoder.
     """
     if name == "pixels":
         from cs3f.encoders.pixels import PixelEncoder
 
         return PixelEncoder(device=device)
-    if name == "dinov2":
+    if name in TEXTURE_ENCODERS:
+        from cs3f.encoders.texture import TextureEncoder
+
+        return TextureEncoder(name, device=device)
+    if name in ("dinov2", "dinov3"):
         from cs3f.encoders.dinov2 import Dinov2Encoder
 
-        return Dinov2Encoder.from_folder(model_path, device=device, batch_size=batch_size)
+        return Dinov2Encoder.from_folder(
+            model_path, device=device, batch_size=batch_size, family=name
+        )
     raise EncoderError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}")
