@@ -2,13 +2,19 @@
 
     .venv/bin/python -m cs3f.cohort --out bench/out/cohort40 --normal 30 --abnormal 10 --seed 1
     .venv/bin/python bench/bench_cohort.py --cohort bench/out/cohort40 > cohort.json
+    .venv/bin/python bench/bench_cohort.py --cohort bench/out/cohort40 \
+        --encoder histogram filterbank gabor pixels --only "MS/C/F, three axes, d=128, B=all"
 
 Every study is read and preprocessed once with the library calls the app's operators make
 (DICOM series -> volume -> brain preprocessing) and cached in ``<cohort>/standard/``. Then each
-configuration tokenises with the weight-free ``pixels`` encoder, scores, maps back onto the
-source grid and is evaluated with :func:`cs3f.evaluate.metrics_of` against ``<cohort>/truth``:
+configuration, for each ``--encoder`` (default ``histogram``; ``dinov2`` takes ``--model``),
+tokenises, scores, maps back onto the source grid and is evaluated with
+:func:`cs3f.evaluate.metrics_of` against ``<cohort>/truth``, with the AUROC of each base brain
+against the normal studies' scores (:func:`cs3f.evaluate.group_auroc`, 0.5 = no confound):
 
 - ``MS`` / ``C`` / ``F``: the three variants (one scoring; C and F are read from the MS run);
+- ``C alone``: coarse tokens only, scored as variant C (the same C map, minutes faster: for
+  comparing encoders);
 - ``axial only``: tokens from axis 2 (axial slices of the RAS standard grid) instead of all three;
 - ``d=64``, ``d=32``: the projected token dimension (default 128);
 - ``B=20``, ``B=10``: the cohort scored in consecutive chunks of that size, as a site scoring
@@ -32,35 +38,31 @@ import pydicom
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cs3f.cohort_eval import CohortStudy, score_cohort
 from cs3f.dicom_volume import series_volume
 from cs3f.encoders import load_encoder
-from cs3f.evaluate import METRIC_KEYS, StudyMaps, metrics_of, read_labels
-from cs3f.maps import patient_score
+from cs3f.evaluate import read_groups, read_labels
 from cs3f.nifti_io import load_nifti
-from cs3f.pipeline import BatchScorer, ScoringSettings
 from cs3f.preprocess import preprocess
 from cs3f.standard_space import GridTransform, PreprocessingFailed, PreprocessSettings
 from cs3f.tokens import TokenSettings
-from cs3f.volume import spacing
-
-
-@dataclasses.dataclass
-class Study:
-    uid: str
-    abnormal: bool
-    volume: np.ndarray  # standard space, (224, 224, 224) float32 in [0, 1]
-    mask: np.ndarray
-    transform: GridTransform
-    lesions: np.ndarray  # truth on the source grid
 
 
 def _standardise(folder: Path, cache: Path) -> tuple[str, np.ndarray, np.ndarray, GridTransform]:
-    path = cache / f"{folder.name}.npz"
+    """A study's standard-space volume, preprocessed once and cached (a failure too, as
+    ``<name>.failed`` holding the reason)."""
+    path, failure = cache / f"{folder.name}.npz", cache / f"{folder.name}.failed"
+    if failure.is_file():
+        raise PreprocessingFailed(failure.read_text(encoding="utf-8"))
     if not path.is_file():
         volume, slices = series_volume([pydicom.dcmread(p) for p in sorted(folder.iterdir())])
-        region = preprocess(volume, "brain-mri", PreprocessSettings())[0]
-        t = region.transform
         cache.mkdir(parents=True, exist_ok=True)
+        try:
+            region = preprocess(volume, "brain-mri", PreprocessSettings())[0]
+        except PreprocessingFailed as exc:
+            failure.write_text(str(exc), encoding="utf-8")
+            raise
+        t = region.transform
         np.savez(
             path,
             uid=slices[0].StudyInstanceUID,
@@ -79,7 +81,7 @@ def _standardise(folder: Path, cache: Path) -> tuple[str, np.ndarray, np.ndarray
     return str(data["uid"]), data["volume"].astype(np.float32), mask.astype(bool), transform
 
 
-def load_studies(cohort: Path) -> tuple[list[Study], list[str]]:
+def load_studies(cohort: Path) -> tuple[list[CohortStudy], list[str]]:
     """The cohort's studies in folder order, standardised (cached); and the ones that failed."""
     labels = read_labels(cohort / "truth")
     studies, failed = [], []
@@ -92,48 +94,9 @@ def load_studies(cohort: Path) -> tuple[list[Study], list[str]]:
             failed.append(f"{folder.name}: {exc}")
             continue
         lesions = load_nifti(cohort / "truth" / "masks" / f"{uid}.nii.gz").array > 0
-        studies.append(Study(uid, labels[uid], volume, mask, transform, lesions))
+        studies.append(CohortStudy(uid, labels[uid], volume, mask, transform, lesions))
         print(f"study {n}/{len(folders)}: {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return studies, failed
-
-
-def run(
-    studies: list[Study], tokens: TokenSettings, chunk: int, variants: tuple[str, ...]
-) -> dict[str, dict]:
-    """Score ``studies`` in chunks of ``chunk`` and evaluate every variant in ``variants``."""
-    encoder = load_encoder("pixels")
-    found: dict[str, tuple[list, list]] = {v: ([], []) for v in variants}
-    timings: dict[str, float] = {}
-    for first in range(0, len(studies), chunk):
-        group = studies[first : first + chunk]
-        scorer = BatchScorer(encoder, tokens, ScoringSettings(variant="MS"))
-        for study in group:
-            scorer.add(study.volume, study.mask)
-        scores = scorer.score()
-        for stage, seconds in scores.timings.items():
-            timings[stage] = timings.get(stage, 0.0) + seconds
-        for index, study in enumerate(group):
-            voxel_mm3 = float(np.prod(spacing(study.transform.source_affine)))
-            for variant in variants:
-                standard_map = scores.voxel_map(index, study.mask, variant)
-                source_map = study.transform.to_source(standard_map)
-                patients, maps = found[variant]
-                patients.append((study.uid, study.abnormal, patient_score(standard_map)))
-                maps.append(
-                    StudyMaps(study.uid, study.abnormal, source_map, study.lesions, voxel_mm3)
-                )
-    results = {}
-    for variant, (patients, maps) in found.items():
-        metrics, details, _ = metrics_of(patients, maps)
-        results[variant] = {
-            "metrics": {
-                k: None if metrics[k] is None else round(metrics[k], 4) for k in METRIC_KEYS
-            },
-            "lesions": details["lesions"],
-            "lesions_found": details["lesions_found"],
-            "seconds": {k: round(v, 1) for k, v in timings.items()},
-        }
-    return results
 
 
 def main() -> None:
@@ -142,6 +105,13 @@ def main() -> None:
     parser.add_argument(
         "--only", nargs="*", help="configurations to run (default: all)", default=None
     )
+    parser.add_argument(
+        "--encoder",
+        nargs="+",
+        default=["histogram"],
+        help="encoders to compare (default: histogram)",
+    )
+    parser.add_argument("--model", type=Path, help="model folder for the dinov2 encoder")
     args = parser.parse_args()
     start = time.perf_counter()
     studies, failed = load_studies(args.cohort)
@@ -149,22 +119,32 @@ def main() -> None:
     base = TokenSettings()
     configurations = {
         "MS/C/F, three axes, d=128, B=all": (base, len(studies), ("MS", "C", "F")),
+        "C alone (no fine tokens)": (
+            dataclasses.replace(base, q_fine=None),
+            len(studies),
+            ("C",),
+        ),
         "axial only": (dataclasses.replace(base, axes=(2,)), len(studies), ("MS",)),
         "d=64": (dataclasses.replace(base, dim=64), len(studies), ("MS",)),
         "d=32": (dataclasses.replace(base, dim=32), len(studies), ("MS",)),
         "B=20": (base, 20, ("MS",)),
         "B=10": (base, 10, ("MS",)),
     }
+    brains = read_groups(args.cohort / "truth", "brain")
     results = {}
-    for name, (tokens, chunk, variants) in configurations.items():
-        if args.only and name not in args.only:
-            continue
-        t0 = time.perf_counter()
-        for variant, result in run(studies, tokens, chunk, variants).items():
-            label = f"{name}: {variant}" if len(variants) > 1 else name
-            results[label] = result
-            print(label, json.dumps(result["metrics"]), file=sys.stderr)
-        print(f"{name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    for encoder_name in args.encoder:
+        encoder = load_encoder(encoder_name, args.model)
+        for name, (tokens, chunk, variants) in configurations.items():
+            if args.only and name not in args.only:
+                continue
+            t0 = time.perf_counter()
+            results_of = score_cohort(studies, encoder, tokens, variants, chunk, brains)
+            for variant, result in results_of.items():
+                label = f"{encoder.name}: {name}" + (f": {variant}" if len(variants) > 1 else "")
+                results[label] = result
+                print(label, json.dumps(result["metrics"]), file=sys.stderr)
+                print(label, json.dumps(result["base_brain_auroc"]), file=sys.stderr)
+            print(f"{encoder.name}: {name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"],
         cwd=ROOT,
@@ -180,7 +160,6 @@ def main() -> None:
         "abnormal": sum(s.abnormal for s in studies),
         "failed": failed,
         "preprocess_s": round(preprocess_s, 1),
-        "encoder": "pixels",
         "results": results,
     }
     print(json.dumps(report, indent=2))
