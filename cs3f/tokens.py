@@ -154,10 +154,23 @@ def gaussian_projection(channels: int, dim: int, entropy: tuple[int, ...]) -> np
     return (normal[:count] / math.sqrt(dim)).astype(np.float32).reshape(channels, dim)
 
 
+def _coverage(n: int, grid: int) -> np.ndarray:
+    """(P, n) share of token row i, the interval [i n / P, (i + 1) n / P), covered by voxel h."""
+    bounds = np.arange(grid + 1) * n / grid
+    low, high = bounds[:-1, None], bounds[1:, None]
+    voxels = np.arange(n)[None, :]
+    return np.clip(np.minimum(high, voxels + 1) - np.maximum(low, voxels), 0, None) * grid / n
+
+
 def _block_overlap(mask: torch.Tensor, edges: np.ndarray, grid: int) -> np.ndarray:
-    """(G, P, P) foreground fraction of each token's voxel block; mask is (S, H, W) bool."""
-    plane = F.adaptive_avg_pool2d(mask.float().unsqueeze(1), grid)[:, 0]  # (S, P, P)
-    sums = np.add.reduceat(plane.numpy().astype(np.float64), edges[:-1], axis=0)
+    """(G, P, P) foreground fraction of each token's voxel block; mask is (S, H, W) bool.
+
+    A token's block is [i H / P, (i + 1) H / P) x [j W / P, (j + 1) W / P); where P does not
+    divide H, a voxel on a block border counts in each block with the share it covers.
+    """
+    s, h, w = mask.shape
+    plane = _coverage(h, grid) @ mask.numpy().astype(np.float64) @ _coverage(w, grid).T
+    sums = np.add.reduceat(plane, edges[:-1], axis=0)  # (G, P, P)
     return sums / np.diff(edges)[:, None, None]
 
 

@@ -339,12 +339,6 @@ def test_empty_mask_gives_empty_sets() -> None:
     assert_matches_reference(encoder, volume, np.zeros(volume.shape, bool), settings)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the product measures overlap on adaptive_avg_pool2d bins (rows floor(iH/P) to "
-    "ceil((i+1)H/P), a whole voxel wider when P does not divide H), not on the token's "
-    "[iH/P, (i+1)H/P) block; kept sets differ only when delta > 0",
-)
 def test_overlap_on_planes_not_divisible_by_the_grid_delta_above_zero() -> None:
     """A 6-row plane, 4 patch rows of 1.5 voxels: a foreground row 1 covers a third of patch
     rows 0 and 1, so with delta = 0.4 no token is kept."""
