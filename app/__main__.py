@@ -1,4 +1,4 @@
-"""``python -m app -i IN -o OUT [-m MODELS] [--encoder dinov2|pixels] [--task ...] [--config FILE]``
+"""``python -m app -i IN -o OUT [-m MODELS] [--encoder NAME] [--task ...] [--config FILE]``
 
 The successor of ``monai-deploy exec`` (removed in SDK 0.6). HOLOSCAN_INPUT_PATH,
 HOLOSCAN_OUTPUT_PATH and HOLOSCAN_MODEL_PATH give the folders when the flags are absent.
@@ -46,9 +46,15 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
         "--model",
         type=Path,
         default=env("HOLOSCAN_MODEL_PATH"),
-        help="model folder: the DINOv2 checkpoint (HF format); lung CT: lungmask/*.pth optional",
+        help="model folder: the DINOv2 or DINOv3 checkpoint (HF format); lung CT: lungmask/*.pth "
+        "optional",
     )
-    parser.add_argument("--encoder", choices=ENCODERS, help="default: dinov2")
+    parser.add_argument(
+        "--encoder",
+        choices=ENCODERS,
+        help="default: dinov2 (weights from -m); histogram is the weight-free encoder that "
+        "detects, pixels the raw-intensity ablation",
+    )
     parser.add_argument("--task", choices=TASKS, help="default: brain-mri")
     parser.add_argument("--config", type=Path, help="YAML settings file")
     parser.add_argument(
@@ -122,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     except EncoderError as exc:
         print(
             f"error: encoder {settings.encoder}: {exc}\nGive the model folder with -m "
-            f"(or HOLOSCAN_MODEL_PATH), or run the weight-free demo encoder with "
-            f"--encoder pixels.",
+            f"(or HOLOSCAN_MODEL_PATH), or run the weight-free encoder with "
+            f"--encoder histogram.",
             file=sys.stderr,
         )
         return 2

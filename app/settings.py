@@ -40,7 +40,8 @@ class SettingsError(ValueError):
 class AppSettings:
     """Attributes:
     task: ``brain-mri`` or ``lung-ct``; picks the series rules and the preprocessing.
-    encoder: ``dinov2`` (weights from the model path) or ``pixels`` (weight-free, for demos).
+    encoder: ``dinov2`` or ``dinov3`` (weights from the model path), or a weight-free one:
+        ``histogram`` (detects without weights), ``filterbank``, ``gabor``, ``pixels``.
     encoder_batch: slices per encoder forward pass.
     selection_rules: a JSON file in the SDK's series-selection format; empty = the task's.
     tokens, scoring, preprocess: the library's settings (see cs3f.tokens, cs3f.pipeline,

@@ -175,7 +175,7 @@ def test_missing_weights_stop_before_any_work(tmp_path, capsys):
     code = main(["-i", str(tmp_path / "in"), "-o", str(out), "-m", str(tmp_path / "nothing")])
     assert code == 2
     message = capsys.readouterr().err
-    assert "-m" in message and "--encoder pixels" in message
+    assert "-m" in message and "--encoder histogram" in message
     assert not out.exists()
 
 
