@@ -57,7 +57,8 @@ def score_cohort(
     A batch is scored as variant C alone when ``variants == ("C",)`` (no fine search), else as
     MS, from which C and F are read. Returns, per variant: ``metrics`` (:data:`METRIC_KEYS`,
     rounded to 4 places), ``lesions`` and ``lesions_found`` per size class, ``ranks`` (the
-    1-based patient-score rank of each abnormal study, best first), ``base_brain_auroc``
+    1-based patient-score rank of each abnormal study, best first, with its lesion volume in
+    ml: a study whose lesions are all tiny cannot rank high on its maximum), ``base_brain_auroc``
     (:func:`cs3f.evaluate.group_auroc` of ``brains``, uid -> base brain, when given) and
     ``seconds`` per scoring stage summed over the batches.
     """
@@ -87,13 +88,16 @@ def score_cohort(
     for variant, (patients, maps) in found.items():
         metrics, details, _ = metrics_of(patients, maps)
         ranked = sorted(patients, key=lambda p: -p[2])
+        lesion_ml = {m.uid: float(m.lesions.sum() * m.voxel_mm3 / 1000) for m in maps}
         results[variant] = {
             "metrics": {
                 k: None if metrics[k] is None else round(metrics[k], 4) for k in METRIC_KEYS
             },
             "lesions": details["lesions"],
             "lesions_found": details["lesions_found"],
-            "ranks": [n for n, p in enumerate(ranked, start=1) if p[1]],
+            "ranks": [
+                [n, round(lesion_ml[p[0]], 2)] for n, p in enumerate(ranked, start=1) if p[1]
+            ],
             "base_brain_auroc": {
                 k: None if v is None else round(v, 3)
                 for k, v in group_auroc(patients, brains or {}).items()
