@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
-from cs3f.evaluate import METRIC_KEYS, Curve, evaluate, main
+from cs3f.evaluate import METRIC_KEYS, Curve, evaluate, group_auroc, main
 from cs3f.nifti_io import save_nifti
 
 SHAPE = (40, 40, 40)
@@ -88,9 +88,11 @@ def test_a_perfect_map_scores_one_everywhere(tmp_path):
     run, truth = _write(tmp_path, _cohort(lambda lesions: _map((lesions, 1.0))))
     metrics, details, _ = evaluate(run, truth)
     for key in METRIC_KEYS[:-1]:
-        assert metrics[key] == pytest.approx(1.0), key
+        if key != "ltpr99_xlarge":
+            assert metrics[key] == pytest.approx(1.0), key
+    assert metrics["ltpr99_xlarge"] is None  # no lesion of 5 ml or more here
     assert metrics["fp_per_volume"] == 0
-    assert details["lesions"] == {"small": 1, "medium": 1, "large": 1}
+    assert details["lesions"] == {"small": 1, "medium": 1, "large": 1, "xlarge": 0}
 
 
 def test_an_inverted_map_scores_zero(tmp_path):
@@ -111,7 +113,7 @@ def test_one_missed_small_lesion(tmp_path):
     metrics, details, _ = evaluate(run, truth)
     assert metrics["ltpr99_small"] == 0
     assert metrics["ltpr99_medium"] == metrics["ltpr99_large"] == 1
-    assert details["lesions_found"] == {"small": 0, "medium": 1, "large": 1}
+    assert details["lesions_found"] == {"small": 0, "medium": 1, "large": 1, "xlarge": 0}
     lesion_voxels = (SMALL | MEDIUM | LARGE).sum()
     expected_dice = 2 * (MEDIUM | LARGE).sum() / ((MEDIUM | LARGE).sum() + lesion_voxels)
     assert metrics["dice99"] == pytest.approx(expected_dice)
@@ -136,7 +138,29 @@ def test_lesions_under_3_mm_are_not_counted(tmp_path):
     studies = [(f"1.2.{n}", False, _map(), None) for n in range(2)]
     studies.append(("1.2.9", True, _map((LARGE | speck, 1.0)), LARGE | speck))
     _, details, _ = evaluate(*_write(tmp_path, studies))
-    assert details["lesions"] == {"small": 0, "medium": 0, "large": 1}
+    assert details["lesions"] == {"small": 0, "medium": 0, "large": 1, "xlarge": 0}
+
+
+def test_a_lesion_of_5_ml_or_more_is_xlarge(tmp_path):
+    xlarge = _ball((20, 20, 20), 11)  # 5,575 voxels of 1 mm^3
+    studies = [(f"1.2.{n}", False, _map(), None) for n in range(2)]
+    studies.append(("1.2.9", True, _map((xlarge, 1.0)), xlarge))
+    metrics, details, _ = evaluate(*_write(tmp_path, studies))
+    assert details["lesions"] == {"small": 0, "medium": 0, "large": 0, "xlarge": 1}
+    assert metrics["ltpr99_xlarge"] == 1 and metrics["ltpr99_large"] is None
+
+
+def test_group_auroc_against_scikit_learn():
+    rng = np.random.default_rng(4)
+    patients = [(f"u{n}", n % 5 == 0, float(rng.normal())) for n in range(40)]
+    groups = {f"u{n}": ("a", "b", "c")[n % 3] for n in range(40)}
+    found = group_auroc(patients, groups)
+    normal = [(uid, score) for uid, abnormal, score in patients if not abnormal]
+    for group in ("a", "b", "c"):
+        expected = roc_auc_score(
+            [groups[uid] == group for uid, _ in normal], [score for _, score in normal]
+        )
+        assert found[group] == pytest.approx(expected)
 
 
 def test_cli_writes_metrics_table_and_plots(tmp_path, capsys):
