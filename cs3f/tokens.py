@@ -168,7 +168,7 @@ def _block_overlap(mask: torch.Tensor, edges: np.ndarray, grid: int) -> np.ndarr
     A token's block is [i H / P, (i + 1) H / P) x [j W / P, (j + 1) W / P); where P does not
     divide H, a voxel on a block border counts in each block with the share it covers.
     """
-    s, h, w = mask.shape
+    _, h, w = mask.shape
     plane = _coverage(h, grid) @ mask.numpy().astype(np.float64) @ _coverage(w, grid).T
     sums = np.add.reduceat(plane, edges[:-1], axis=0)  # (G, P, P)
     return sums / np.diff(edges)[:, None, None]
