@@ -237,12 +237,18 @@ def voxel_metrics(studies: Sequence[StudyMaps]) -> tuple[dict, dict, Curve]:
     return metrics, details, voxels
 
 
-def read_labels(truth: Path) -> dict[str, bool]:
+def _label_rows(truth: Path) -> list[dict[str, str]]:
+    """The rows of ``truth/labels.csv``."""
     path = truth / "labels.csv"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found")
     with path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
+        return list(csv.DictReader(handle))
+
+
+def read_labels(truth: Path) -> dict[str, bool]:
+    path = truth / "labels.csv"
+    rows = _label_rows(truth)
     if not rows or not {"study_instance_uid", "abnormal"} <= set(rows[0]):
         raise ValueError(f"{path} needs the columns study_instance_uid and abnormal")
     labels = {}
@@ -337,9 +343,7 @@ def group_auroc(
 
 def read_groups(truth: Path, column: str) -> dict[str, str]:
     """``column`` of labels.csv per study uid ({} when labels.csv has no such column)."""
-    with (truth / "labels.csv").open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    return {r["study_instance_uid"].strip(): r[column] for r in rows if column in r}
+    return {r["study_instance_uid"].strip(): r[column] for r in _label_rows(truth) if column in r}
 
 
 def evaluate(run: Path, truth: Path) -> tuple[dict, dict, dict[str, Curve]]:
