@@ -161,12 +161,12 @@ def _gabor_bank(scales: tuple[float, ...], orientations: int, size: int) -> torc
     kernels = []
     for sigma in scales:
         centre = 3.0 / (2 * math.pi * sigma)  # cycles per pixel
+        window = torch.exp(-2 * math.pi**2 * sigma**2 * (fx**2 + fy**2))
         for k in range(orientations):
             theta = math.pi * k / orientations
             u = fx * math.cos(theta) + fy * math.sin(theta)
             v = -fx * math.sin(theta) + fy * math.cos(theta)
             band = torch.exp(-2 * math.pi**2 * sigma**2 * ((u - centre) ** 2 + v**2))
-            window = torch.exp(-2 * math.pi**2 * sigma**2 * (fx**2 + fy**2))
             kernels.append(band - math.exp(-2 * math.pi**2 * sigma**2 * centre**2) * window)
     return torch.stack(kernels)
 
