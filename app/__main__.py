@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HOLOSCAN_LOG_LEVEL", "WARN")
@@ -19,7 +21,7 @@ os.environ.setdefault("HOLOSCAN_LOG_LEVEL", "WARN")
 from app.settings import TASKS, SettingsError, load_settings, with_lung_weights
 from cs3f import __version__
 from cs3f.encoders import ENCODERS, EncoderError, load_encoder
-from cs3f.nifti_io import find_nifti
+from cs3f.io.nifti_io import find_nifti
 
 LOG = logging.getLogger("cs3f.app")
 
@@ -87,15 +89,18 @@ def _check_folders(source: Path, target: Path) -> str | None:
 
 
 def _logging(output: Path) -> None:
+    """Progress and warnings to stderr and run.log; a failed study's (redacted) traceback to
+    run.log only."""
     logging.getLogger().setLevel(logging.WARNING)
-    LOG.setLevel(logging.INFO)
+    LOG.setLevel(logging.DEBUG)
     LOG.propagate = False
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
-    for handler in (
-        logging.StreamHandler(sys.stderr),
-        logging.FileHandler(output / "run.log", "w"),
+    for handler, level in (
+        (logging.StreamHandler(sys.stderr), logging.INFO),
+        (logging.FileHandler(output / "run.log", "w"), logging.DEBUG),
     ):
         handler.setFormatter(fmt)
+        handler.setLevel(level)
         LOG.addHandler(handler)
 
 
@@ -155,14 +160,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     from app.app import ScreeningApp
 
-    application = ScreeningApp(args.input, args.output, input_format, settings, encoder, run)
-    application.run()
-    batch = application.report.result if application.report else None
-    if batch is None:
+    work = Path(tempfile.mkdtemp(prefix=".work-", dir=args.output))
+    try:
+        application = ScreeningApp(
+            args.input, args.output, work, input_format, settings, encoder, run
+        )
+        application.run()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # patient images never outlive the run
+    written = application.report.result if application.report else None
+    if written is None:
         LOG.error("the run stopped before writing its results")
         return 1
-    if batch.error:
-        LOG.error(batch.error)
+    if written.ledger.error:
+        LOG.error(written.ledger.error)
         return 1
     return 0
 

@@ -1,12 +1,13 @@
-"""The application graph. ``compose()`` is the pipeline:
+"""The application graph. ``compose()`` is the pipeline; each arrow is one stage-data class of
+:mod:`operators.stages`, named by its port:
 
-DICOM:  studies -> series selection -> volume -> preprocess -> tokenize -> score -> outputs -> report
-NIfTI:  volumes --------------------------------> preprocess -> tokenize -> score -> outputs -> report
+DICOM:  studies -> series selection -found-> volume -sources-> preprocess -standard-> screen
+NIfTI:  volumes -------------------------------sources-> preprocess -standard-> screen
+        screen -screened-> outputs -written-> report
 """
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from monai.deploy.conditions import CountCondition
@@ -18,15 +19,17 @@ from operators.nifti_loader_operator import NiftiLoaderOperator
 from operators.outputs_operator import OutputsOperator
 from operators.preprocess_operator import PreprocessOperator
 from operators.report_operator import ReportOperator
-from operators.score_operator import ScoreOperator
+from operators.screen_operator import ScreenOperator
 from operators.series_selector_operator import SeriesSelectorOperator
 from operators.study_loader_operator import StudyLoaderOperator
-from operators.tokenize_operator import TokenizeOperator
 from operators.volume_operator import VolumeOperator
 
 
 class ScreeningApp(Application):
-    """Screens a whole batch of studies for anomalies by comparing them with each other."""
+    """Screens a whole batch of studies for anomalies by comparing them with each other.
+
+    ``work`` is the run's scratch folder (created and removed by the entry point).
+    """
 
     name = "cs3f-screening"
     description = "Zero-shot 3D anomaly screening of a batch of studies (CS3F)"
@@ -35,58 +38,45 @@ class ScreeningApp(Application):
         self,
         input_folder: Path,
         output_folder: Path,
+        work: Path,
         input_format: str,
         settings: AppSettings,
         encoder: SliceEncoder,
         run: dict,
     ):
         self.input_folder, self.output_folder = Path(input_folder), Path(output_folder)
-        self.input_format, self.settings, self.encoder, self.run_info = (
-            input_format,
-            settings,
-            encoder,
-            run,
-        )
+        self.work, self.input_format = Path(work), input_format
+        self.settings, self.encoder, self.run_info = settings, encoder, run
         self.report: ReportOperator | None = None
         super().__init__([__file__])
 
     def compose(self):
-        s = self.settings
-        work = Path(tempfile.mkdtemp(prefix=".work-", dir=self.output_folder))
+        s, once = self.settings, CountCondition(self, 1)
         if self.input_format == "nifti":
-            start = NiftiLoaderOperator(
-                self,
-                CountCondition(self, 1),
-                input_folder=self.input_folder,
-                work=work,
-                name="volumes",
+            sources = NiftiLoaderOperator(
+                self, once, input_folder=self.input_folder, work=self.work, name="volumes"
             )
         else:
             studies = StudyLoaderOperator(
-                self,
-                CountCondition(self, 1),
-                input_folder=self.input_folder,
-                must_load=False,
-                name="studies",
+                self, once, input_folder=self.input_folder, must_load=False, name="studies"
             )
             select = SeriesSelectorOperator(
-                self, rules=s.rules_json(), work=work, name="series_selection"
+                self, rules=s.rules_json(), work=self.work, name="series_selection"
             )
-            start = VolumeOperator(self, name="volume")
+            sources = VolumeOperator(self, name="volume")
             self.add_flow(studies, select, {("dicom_study_list", "dicom_study_list")})
-            self.add_flow(select, start, {("study_selected_series_list", "batch")})
+            self.add_flow(select, sources, {("study_selected_series_list", "found")})
         saved = self.output_folder / "preprocessed" if s.save_preprocessed else None
         preprocess = PreprocessOperator(
             self, task=s.task, settings=s.preprocess, save_to=saved, name="preprocess"
         )
-        tokenize = TokenizeOperator(
-            self, encoder=self.encoder, tokens=s.tokens, scoring=s.scoring, name="tokenize"
-        )
-        score = ScoreOperator(
+        screen = ScreenOperator(
             self,
-            voxel_percentile=s.voxel_percentile,
-            min_batch_warning=s.min_batch_warning,
-            name="score",
+            encoder=self.encoder,
+            tokens=s.tokens,
+            scoring=s.scoring,
+            rules=s.screening,
+            name="screen",
         )
         outputs = OutputsOperator(
             self,
@@ -96,14 +86,9 @@ class ScreeningApp(Application):
             name="outputs",
         )
         self.report = ReportOperator(
-            self,
-            output_folder=self.output_folder,
-            run=self.run_info,
-            flag_mad=s.flag_mad,
-            name="report",
+            self, output_folder=self.output_folder, run=self.run_info, name="report"
         )
-        self.add_flow(start, preprocess, {("batch", "batch")})
-        self.add_flow(preprocess, tokenize, {("batch", "batch")})
-        self.add_flow(tokenize, score, {("batch", "batch")})
-        self.add_flow(score, outputs, {("batch", "batch")})
-        self.add_flow(outputs, self.report, {("batch", "batch")})
+        self.add_flow(sources, preprocess, {("sources", "sources")})
+        self.add_flow(preprocess, screen, {("standard", "standard")})
+        self.add_flow(screen, outputs, {("screened", "screened")})
+        self.add_flow(outputs, self.report, {("written", "written")})

@@ -8,7 +8,10 @@ into ``scores.json`` so a run can be repeated.
     encoder: dinov2
     tokens: {q_coarse: 14, q_fine: 2, dim: 128}
     scoring: {variant: MS, rho: 0.1}
-    voxel_percentile: 99.0
+    screening: {voxel_percentile: 99.0, flag_mad: 3.0}
+
+Every value is checked where it is defined (the library's settings classes check their own
+ranges); an error names the setting as ``section.field``, the name ``--set`` takes.
 """
 
 from __future__ import annotations
@@ -21,15 +24,20 @@ from pathlib import Path
 import yaml
 
 from cs3f.encoders import ENCODERS
-from cs3f.lung_model import find_weights
-from cs3f.pipeline import ScoringSettings
+from cs3f.method.batch_scorer import ScoringSettings
+from cs3f.method.tokens import TokenSettings
 from cs3f.preprocess import TASKS
-from cs3f.standard_space import PreprocessSettings
-from cs3f.tokens import TokenSettings
+from cs3f.preprocess.lung_model import find_weights
+from cs3f.preprocess.standard_space import PreprocessSettings
+from cs3f.screening import ScreeningRules
 
 __all__ = ["TASKS", "AppSettings", "SettingsError", "load_settings", "with_lung_weights"]
 
 RULES = Path(__file__).parent / "rules"
+TASK_DEFAULTS: dict[str, dict] = {"brain-mri": {}, "lung-ct": {}}
+"""Per task, the settings (nested like the YAML) that differ from the defaults below; today
+none do beyond the series rules (``rules/<task>.json``) and the preprocessing the task picks.
+A new modality is one entry here, one rules file and one entry in cs3f.preprocess.PREPROCESSORS."""
 
 
 class SettingsError(ValueError):
@@ -44,14 +52,11 @@ class AppSettings:
         ``histogram`` (detects without weights), ``filterbank``, ``gabor``, ``pixels``.
     encoder_batch: slices per encoder forward pass.
     selection_rules: a JSON file in the SDK's series-selection format; empty = the task's.
-    tokens, scoring, preprocess: the library's settings (see cs3f.tokens, cs3f.pipeline,
-        cs3f.standard_space).
-    voxel_percentile: the SEG threshold is this percentile of all foreground voxel scores of
-        the batch (99 = the papers' 99 % specificity point for a mostly normal batch).
-    flag_mad: a study is flagged when its score exceeds the batch median by this many robust
-        standard deviations (1.4826 x MAD).
-    min_batch_warning: fewer scored studies than this gives a warning (quality drops).
-    report_studies: the report shows figures for this many top-ranked studies.
+    tokens, scoring, preprocess: the library's settings (see cs3f.method.tokens,
+        cs3f.method.batch_scorer, cs3f.preprocess.standard_space).
+    screening: the batch's decision rules (cs3f.screening.ScreeningRules): the SEG threshold's
+        ``voxel_percentile``, the flag's ``flag_mad``, the small-batch ``min_batch_warning``.
+    report_studies: the report shows figures for this many top-ranked studies (0: none).
     save_preprocessed: also write the standard-space volume and mask of every region.
     """
 
@@ -62,9 +67,7 @@ class AppSettings:
     tokens: TokenSettings = field(default_factory=TokenSettings)
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
     preprocess: PreprocessSettings = field(default_factory=PreprocessSettings)
-    voxel_percentile: float = 99.0
-    flag_mad: float = 3.0
-    min_batch_warning: int = 20
+    screening: ScreeningRules = field(default_factory=ScreeningRules)
     report_studies: int = 50
     save_preprocessed: bool = False
 
@@ -73,10 +76,12 @@ class AppSettings:
             raise SettingsError(f"task must be one of {TASKS}, got {self.task!r}")
         if self.encoder not in ENCODERS:
             raise SettingsError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
-        if not 0 < self.voxel_percentile < 100:
-            raise SettingsError(
-                f"voxel_percentile must be in (0, 100), got {self.voxel_percentile}"
-            )
+        if self.encoder_batch < 1:
+            raise SettingsError(f"encoder_batch must be >= 1, got {self.encoder_batch}")
+        if self.report_studies < 0:
+            raise SettingsError(f"report_studies must be >= 0, got {self.report_studies}")
+        if self.selection_rules and not Path(self.selection_rules).is_file():
+            raise SettingsError(f"selection_rules {self.selection_rules} is not a file")
 
     @property
     def rules_path(self) -> Path:
@@ -97,26 +102,44 @@ class AppSettings:
         return dataclasses.asdict(self)
 
 
+def _check_type(value, default, name: str) -> None:
+    """Refuse a value whose type cannot be the field's (``default`` tells it; None: any)."""
+    if default is None or isinstance(default, tuple):
+        return
+    numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+    if numeric and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise SettingsError(f"{name} must be a number, got {value!r}")
+    if numeric and isinstance(default, int) and not isinstance(value, int):
+        raise SettingsError(f"{name} must be a whole number, got {value!r}")
+    if isinstance(default, (bool, str)) and not isinstance(value, type(default)):
+        raise SettingsError(f"{name} must be a {type(default).__name__}, got {value!r}")
+
+
 def _build(cls, values: dict, where: str):
-    """A dataclass ``cls`` from a nested dict, refusing unknown keys."""
+    """A dataclass ``cls`` from a nested dict, refusing unknown keys and values of the wrong
+    type; the class's own checks then run, and any error names ``section.field``."""
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(values) - set(known)
     if unknown:
         raise SettingsError(f"unknown setting(s) {sorted(unknown)} in {where or 'top level'}")
     kwargs = {}
     for name, value in values.items():
-        factory = known[name].default_factory
-        default = None if factory is dataclasses.MISSING else factory()
+        spec = known[name]
+        factory = spec.default_factory
+        default = spec.default if factory is dataclasses.MISSING else factory()
         if dataclasses.is_dataclass(default):
             if not isinstance(value, dict):
                 raise SettingsError(f"{where}{name} must be a mapping")
             kwargs[name] = _build(type(default), value, f"{where}{name}.")
         else:
+            _check_type(value, default, f"{where}{name}")
             kwargs[name] = tuple(value) if isinstance(value, list) else value
     try:
         return cls(**kwargs)
+    except SettingsError:
+        raise
     except (TypeError, ValueError) as exc:
-        raise SettingsError(f"{where or 'settings'}: {exc}") from exc
+        raise SettingsError(f"{where}{exc}") from exc
 
 
 def _merge(base: dict, extra: dict) -> dict:
@@ -151,7 +174,10 @@ def load_settings(config: Path | None = None, overrides: list[str] = (), **flags
         cursor[leaf] = yaml.safe_load(raw)
         values = _merge(values, nested)
     values = _merge(values, {k: v for k, v in flags.items() if v is not None})
-    return _build(AppSettings, values, "")
+    task = values.get("task", AppSettings.task)
+    if task not in TASK_DEFAULTS:
+        raise SettingsError(f"task must be one of {TASKS}, got {task!r}")
+    return _build(AppSettings, _merge(TASK_DEFAULTS[task], values), "")
 
 
 def with_lung_weights(settings: AppSettings, model_folder: Path | None) -> AppSettings:

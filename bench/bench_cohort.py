@@ -1,6 +1,6 @@
 """The papers' metrics on a benchmark cohort, and the ablations they report; prints one JSON.
 
-    .venv/bin/python -m cs3f.cohort --out bench/out/cohort40 --normal 30 --abnormal 10 --seed 1
+    .venv/bin/python -m cs3f_tools.cohort --out bench/out/cohort40 --normal 30 --abnormal 10 --seed 1
     .venv/bin/python bench/bench_cohort.py --cohort bench/out/cohort40 > cohort.json
     .venv/bin/python bench/bench_cohort.py --cohort bench/out/cohort40 --coarse-only \
         --encoder histogram filterbank gabor pixels --only "three axes, d=128, B=all"
@@ -9,8 +9,8 @@ Every study is read and preprocessed once with the library calls the app's opera
 (DICOM series -> volume -> brain preprocessing) and cached in ``<cohort>/standard/``. Then each
 configuration, for each ``--encoder`` (default ``histogram``; ``dinov2`` takes ``--model``),
 tokenises, scores, maps back onto the source grid and is evaluated with
-:func:`cs3f.evaluate.metrics_of` against ``<cohort>/truth``, with the AUROC of each base brain
-against the normal studies' scores (:func:`cs3f.evaluate.group_auroc`, 0.5 = no confound):
+:func:`cs3f_tools.evaluate.metrics_of` against ``<cohort>/truth``, with the AUROC of each base brain
+against the normal studies' scores (:func:`cs3f_tools.evaluate.group_auroc`, 0.5 = no confound):
 
 - ``MS`` / ``C`` / ``F``: the three variants (one scoring; C and F are read from the MS run);
   with ``--coarse-only`` every configuration has coarse tokens only and is scored as variant C
@@ -38,14 +38,14 @@ import pydicom
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cs3f.cohort_eval import CohortStudy, score_cohort
-from cs3f.dicom_volume import series_volume
 from cs3f.encoders import load_encoder
-from cs3f.evaluate import read_groups, read_labels
-from cs3f.nifti_io import load_nifti
+from cs3f.io.dicom_volume import series_volume
+from cs3f.io.nifti_io import load_nifti
+from cs3f.method.tokens import TokenSettings
 from cs3f.preprocess import preprocess
-from cs3f.standard_space import GridTransform, PreprocessingFailed, PreprocessSettings
-from cs3f.tokens import TokenSettings
+from cs3f.preprocess.standard_space import GridTransform, PreprocessingFailed, PreprocessSettings
+from cs3f_tools.cohort_eval import CohortStudy, score_cohort
+from cs3f_tools.evaluate import read_groups, read_labels
 
 
 def _standardise(folder: Path, cache: Path) -> tuple[str, np.ndarray, np.ndarray, GridTransform]:

@@ -38,10 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cs3f import __version__
 from cs3f.encoders import load_encoder
 from cs3f.encoders.dinov2 import write_random_checkpoint
-from cs3f.pairs import NearestTokens
-from cs3f.pipeline import BatchScorer
-from cs3f.scoring import coarse_to_fine_scores, mutual_scores
-from cs3f.tokens import Tokenizer, TokenSettings
+from cs3f.method.batch_scorer import BatchScorer
+from cs3f.method.pairs import NearestTokens
+from cs3f.method.scoring import coarse_to_fine_scores, mutual_scores
+from cs3f.method.tokens import Tokenizer, TokenSettings
 
 
 def log(message: str) -> None:

@@ -24,11 +24,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from cs3f.brain import preprocess_brain
-from cs3f.lungs import preprocess_lungs
-from cs3f.nifti_io import load_nifti
-from cs3f.standard_space import PreprocessSettings
-from cs3f.template import template_brain
+from cs3f.io.nifti_io import load_nifti
+from cs3f.preprocess.brain import preprocess_brain
+from cs3f.preprocess.lungs import preprocess_lungs
+from cs3f.preprocess.standard_space import PreprocessSettings
+from cs3f.preprocess.template import template_brain
 
 CHRIS = ROOT.parent / "shared" / "data" / "nifti" / "normal" / "chris_t1.nii.gz"
 

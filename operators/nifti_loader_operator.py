@@ -1,42 +1,40 @@
-"""A folder of NIfTI volumes, one per subject (research input) -> Batch."""
+"""A folder of NIfTI volumes, one per subject (research input) -> SourceVolumes."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from monai.deploy.core import Operator, OperatorSpec
-
-from cs3f.nifti_io import find_nifti, load_nifti, subject_name
-from cs3f.outputs import StudyRow, sanitise
+from cs3f.io.nifti_io import find_nifti, load_nifti, subject_name
+from cs3f.io.outputs import StudyRow, sanitise
 from cs3f.volume import Volume
-from operators.batch import Batch, Case
+from operators.stage import Stage
+from operators.stages import Ledger, SourceStudy, SourceVolumes, tag
 
 
-class NiftiLoaderOperator(Operator):
+class NiftiLoaderOperator(Stage):
     """Each ``*.nii[.gz]`` directly in the input folder is a study named after the file."""
+
+    emits = "sources"
 
     def __init__(self, fragment, *args, input_folder: Path, work: Path, **kwargs):
         self.input_folder, self.work = Path(input_folder), work
         super().__init__(fragment, *args, **kwargs)
 
-    def setup(self, spec: OperatorSpec):
-        spec.output("batch")
-
-    def compute(self, op_input, op_output, context):
+    def run(self, _: None) -> SourceVolumes:
         paths = find_nifti(self.input_folder)
-        batch = Batch("nifti", self.work, intake={"files": len(paths), "skipped_files": 0})
+        ledger = Ledger("nifti", self.work, intake={"files": len(paths), "skipped_files": 0})
         for n, path in enumerate(paths):
             name = subject_name(path)
-            batch.cases.append(
-                Case(
-                    StudyRow(key=sanitise(name, f"subject-{n:04d}"), study_instance_uid=name),
-                    path=path,
-                )
+            ledger.rows.append(
+                StudyRow(key=sanitise(name, f"subject-{n:04d}"), study_instance_uid=name)
             )
 
-        def load(case: Case) -> None:
-            volume = load_nifti(case.path)
-            case.source = Volume(batch.park(f"{case.tag}_source", volume.array), volume.affine)
+        def load(item: tuple[StudyRow, Path]) -> SourceStudy:
+            row, path = item
+            volume = load_nifti(path)
+            return SourceStudy(
+                row, Volume(ledger.park(f"{tag(row)}_source", volume.array), volume.affine)
+            )
 
-        batch.each("load", load)
-        op_output.emit(batch, "batch")
+        studies = ledger.each("load", list(zip(ledger.rows, paths)), lambda item: item[0], load)
+        return SourceVolumes(ledger, studies)

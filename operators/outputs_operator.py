@@ -1,4 +1,5 @@
-"""Per scored study: the map back on the source grid, the binary SEG and a report figure.
+"""Screened -> Written: per scored study, the map back on the source grid, the binary SEG and a
+report figure.
 
 Writes ``maps/<key>.nii.gz`` (continuous scores on the source series' grid) and
 ``seg/<key>.dcm`` (DICOM input; a DICOM Segmentation referencing the source series) or
@@ -11,14 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
-from cs3f.dicom_seg import anomaly_segmentation, save
-from cs3f.nifti_io import save_nifti
-from cs3f.report import study_figure
-from operators.batch import Batch, Case
-from operators.batch_stage import BatchStage
+from cs3f.io.dicom_seg import anomaly_segmentation, save
+from cs3f.io.nifti_io import save_nifti
+from cs3f.io.report import figure_threshold, study_figure
+from operators.stage import Stage
+from operators.stages import ScoredStudy, Screened, Written
 
 
-class OutputsOperator(BatchStage):
+class OutputsOperator(Stage):
+    receives, emits = "screened", "written"
+
     def __init__(
         self, fragment, *args, output_folder: Path, encoder_name: str, report_studies: int, **kwargs
     ):
@@ -26,42 +29,37 @@ class OutputsOperator(BatchStage):
         self.report_studies = report_studies
         super().__init__(fragment, *args, **kwargs)
 
-    def compute(self, op_input, op_output, context):
-        batch: Batch = op_input.receive("batch")
-        if not batch.scores:
-            op_output.emit(batch, "batch")
-            return
-        scores = sorted((c.row.score for c in batch.active()), reverse=True)
-        shown_from = scores[min(self.report_studies, len(scores)) - 1] if scores else 0.0
-        vmax = scores[0] if scores else 1.0
+    def run(self, screened: Screened) -> Written:
+        ledger, calibration, figures = screened.ledger, screened.calibration, {}
+        if calibration is None:
+            return Written(ledger, None, figures)
+        scores = [s.row.score for s in screened.studies]
+        shown_from = figure_threshold(scores, self.report_studies)
+        vmax = max(scores)
 
-        def write(case: Case) -> None:
-            source_map = np.max(
-                [
-                    region.transform.to_source(np.asarray(case.score_maps[region.region]))
-                    for region in case.regions
-                ],
-                axis=0,
-            )
-            mask = source_map > batch.threshold
-            affine = case.source.affine
+        def write(study: ScoredStudy) -> None:
+            row, source = study.row, study.standard.source
+            source_map = screened.screening.source_map(study.index, study.maps)
+            mask = calibration.segment(source_map)
             save_nifti(
                 source_map.astype(np.float32),
-                affine,
-                self.output_folder / "maps" / f"{case.row.key}.nii.gz",
+                source.source.affine,
+                self.output_folder / "maps" / f"{row.key}.nii.gz",
             )
-            if batch.input_format == "dicom":
-                seg = anomaly_segmentation(case.slices, mask, self.encoder_name, batch.threshold)
-                save(seg, self.output_folder / "seg" / f"{case.row.key}.dcm")
+            if ledger.input_format == "dicom":
+                seg = anomaly_segmentation(
+                    source.slices, mask, self.encoder_name, calibration.voxel_threshold
+                )
+                save(seg, self.output_folder / "seg" / f"{row.key}.dcm")
             else:
                 save_nifti(
                     mask.astype(np.uint8),
-                    affine,
-                    self.output_folder / "seg" / f"{case.row.key}.nii.gz",
+                    source.source.affine,
+                    self.output_folder / "seg" / f"{row.key}.nii.gz",
                 )
-            case.row.details["seg_voxels"] = int(mask.sum())
-            if case.row.score >= shown_from:
-                batch.figures[case.row.key] = study_figure(case.source, source_map, mask, vmax)
+            row.details["seg_voxels"] = int(mask.sum())
+            if row.score >= shown_from:
+                figures[row.key] = study_figure(source.source, source_map, mask, vmax)
 
-        batch.each("write outputs", write)
-        op_output.emit(batch, "batch")
+        ledger.each("write outputs", screened.studies, lambda s: s.row, write)
+        return Written(ledger, calibration, figures)

@@ -1,19 +1,23 @@
-"""Native volume -> standard-space regions (cs3f.preprocess), keeping the way back with each."""
+"""SourceVolumes -> StandardVolumes: each study's standard-space regions (cs3f.preprocess),
+keeping the way back with each."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from cs3f.nifti_io import save_nifti
+from cs3f.io.nifti_io import save_nifti
 from cs3f.preprocess import preprocess
-from cs3f.standard_space import PreprocessSettings
-from operators.batch import Batch, Case
-from operators.batch_stage import BatchStage
+from cs3f.preprocess.standard_space import PreprocessSettings
+from cs3f.screening import ScreeningError, check_batch_size
+from operators.stage import Stage
+from operators.stages import SourceStudy, SourceVolumes, StandardStudy, StandardVolumes, tag
 
 
-class PreprocessOperator(BatchStage):
-    """Fills ``case.regions``; with ``save_to``, writes ``<key>.nii.gz`` and ``<key>_mask.nii.gz``
-    per study (``<key>_<region>...`` when a study has several regions, as lungs do)."""
+class PreprocessOperator(Stage):
+    """With ``save_to``, also writes ``<key>.nii.gz`` and ``<key>_mask.nii.gz`` per study
+    (``<key>_<region>...`` when a study has several regions, as lungs do)."""
+
+    receives, emits = "sources", "standard"
 
     def __init__(
         self,
@@ -27,24 +31,30 @@ class PreprocessOperator(BatchStage):
         self.task, self.settings, self.save_to = task, settings, save_to
         super().__init__(fragment, *args, **kwargs)
 
-    def compute(self, op_input, op_output, context):
-        batch: Batch = op_input.receive("batch")
+    def run(self, sources: SourceVolumes) -> StandardVolumes:
+        ledger = sources.ledger
+        try:
+            check_batch_size(len(sources.studies))
+        except ScreeningError as exc:
+            ledger.refuse(str(exc), [s.row for s in sources.studies], "batch too small to score")
+            return StandardVolumes(ledger, [])
 
-        def prepare(case: Case) -> None:
-            regions = preprocess(case.source, self.task, self.settings)
+        def prepare(study: SourceStudy) -> StandardStudy:
+            row = study.row
+            regions = preprocess(study.source, self.task, self.settings)
             for region in regions:
-                region.volume = batch.park(f"{case.tag}_{region.slug}_standard", region.volume)
-                region.mask = batch.park(f"{case.tag}_{region.slug}_mask", region.mask)
+                region.volume = ledger.park(f"{tag(row)}_{region.slug}_standard", region.volume)
+                region.mask = ledger.park(f"{tag(row)}_{region.slug}_mask", region.mask)
                 if self.save_to is not None:
-                    stem = case.row.key if len(regions) == 1 else f"{case.row.key}_{region.slug}"
+                    stem = row.key if len(regions) == 1 else f"{row.key}_{region.slug}"
                     save_nifti(region.volume, region.affine, self.save_to / f"{stem}.nii.gz")
                     save_nifti(
                         region.mask.astype("uint8"),
                         region.affine,
                         self.save_to / f"{stem}_mask.nii.gz",
                     )
-            case.regions = regions
-            case.row.details["preprocessing"] = {r.region: r.details for r in regions}
+            row.details["preprocessing"] = {r.region: r.details for r in regions}
+            return StandardStudy(study, regions)
 
-        batch.each("preprocess", prepare)
-        op_output.emit(batch, "batch")
+        studies = ledger.each("preprocess", sources.studies, lambda s: s.row, prepare)
+        return StandardVolumes(ledger, studies)

@@ -1,4 +1,5 @@
-"""Studies -> one series per study by the SDK's JSON rules; studies without a match are skipped."""
+"""SDK studies -> StudiesFound: one series per study by the SDK's JSON rules; studies without a
+match keep a skipped row."""
 
 from __future__ import annotations
 
@@ -7,15 +8,15 @@ from pathlib import Path
 
 from monai.deploy.operators import DICOMSeriesSelectorOperator
 
-from cs3f.outputs import StudyRow, sanitise
-from operators.batch import Batch, Case
+from cs3f.io.outputs import StudyRow, sanitise
+from operators.stages import FoundStudy, Ledger, StudiesFound
 
 
 class SeriesSelectorOperator(DICOMSeriesSelectorOperator):
     """The SDK selector applied study by study, so that every study gets a row.
 
     Where several series match, the one with the most instances wins and the row says so.
-    Input ``(studies, intake)``; output a :class:`Batch`.
+    Input ``(studies, intake)`` from the study loader; output :class:`StudiesFound`.
     """
 
     def __init__(self, fragment, *args, work: Path, **kwargs):
@@ -27,11 +28,12 @@ class SeriesSelectorOperator(DICOMSeriesSelectorOperator):
     def compute(self, op_input, op_output, context):
         studies, intake = op_input.receive(self.input_name_study_list)
         rules = json.loads(self._rules_json_str)
-        batch = Batch("dicom", self.work, intake=intake)
+        ledger = Ledger("dicom", self.work, intake=intake)
+        found = StudiesFound(ledger, [])
         for n, study in enumerate(sorted(studies, key=lambda s: str(s.StudyInstanceUID))):
             uid = str(study.StudyInstanceUID or "")
             row = StudyRow(key=sanitise(uid, f"study-{n:04d}"), study_instance_uid=uid)
-            case = Case(row)
+            ledger.rows.append(row)
             series = study.get_all_series()
             if series:
                 native = series[0].get_sop_instances()[0].get_native_sop_instance()
@@ -50,14 +52,13 @@ class SeriesSelectorOperator(DICOMSeriesSelectorOperator):
                     f"rule(s) ({len(series)} series in the study)",
                 )
             elif matches:
-                case.series = matches[0]
+                found.studies.append(FoundStudy(row, matches[0]))
                 row.series_instance_uid = str(matches[0].SeriesInstanceUID or "")
                 if len(matches) > 1:
                     row.reason = (
                         f"{len(matches)} series matched; chose the one with the most "
                         f"instances ({len(matches[0].get_sop_instances())})"
                     )
-            batch.cases.append(case)
         for n, count in enumerate(intake["without_study_uid"]):
             row = StudyRow(key=f"no-study-uid-{n:03d}", study_instance_uid="")
             row.fail(
@@ -65,5 +66,5 @@ class SeriesSelectorOperator(DICOMSeriesSelectorOperator):
                 f"{count} DICOM instances in one folder have no StudyInstanceUID: "
                 "they cannot be grouped or referenced by a SEG",
             )
-            batch.cases.append(Case(row))
-        op_output.emit(batch, self.output_name_selected_series)
+            ledger.rows.append(row)
+        op_output.emit(found, self.output_name_selected_series)

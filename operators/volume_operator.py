@@ -1,36 +1,40 @@
-"""Selected series -> native volume with its affine (cs3f.dicom_volume), per study."""
+"""StudiesFound -> SourceVolumes: each selected series as a native volume with its affine."""
 
 from __future__ import annotations
 
-from cs3f.dicom_volume import series_volume
+from cs3f.io.dicom_volume import series_volume
 from cs3f.volume import Volume
-from operators.batch import Batch, Case
-from operators.batch_stage import BatchStage
+from operators.stage import Stage
+from operators.stages import FoundStudy, SourceStudy, SourceVolumes, StudiesFound, tag
 
 
-class VolumeOperator(BatchStage):
-    """Builds each study's volume from its instances with exact geometry.
+class VolumeOperator(Stage):
+    """Builds each study's volume from its instances with exact geometry (cs3f.io.dicom_volume).
 
     The SDK's DICOMSeriesToVolumeOperator converts only the first study, and its affine takes the
     column spacing from PixelSpacing[0] (row spacing), so this calls the library instead.
     A study whose series has no stable UIDs or no regular grid fails with the reason.
     """
 
-    def compute(self, op_input, op_output, context):
-        batch: Batch = op_input.receive("batch")
+    receives, emits = "found", "sources"
 
-        def convert(case: Case) -> None:
-            datasets = [s.get_native_sop_instance() for s in case.series.get_sop_instances()]
+    def run(self, found: StudiesFound) -> SourceVolumes:
+        ledger = found.ledger
+
+        def convert(study: FoundStudy) -> SourceStudy:
+            row = study.row
+            datasets = [s.get_native_sop_instance() for s in study.series.get_sop_instances()]
             if (
-                not case.row.study_instance_uid
-                or not case.row.series_instance_uid
+                not row.study_instance_uid
+                or not row.series_instance_uid
                 or any(not ds.get("SOPInstanceUID") for ds in datasets)
             ):
                 raise ValueError(
                     "Study/Series/SOP Instance UID missing: a SEG could not reference the source"
                 )
-            volume, case.slices = series_volume(datasets)
-            case.source = Volume(batch.park(f"{case.tag}_source", volume.array), volume.affine)
+            volume, slices = series_volume(datasets)
+            source = Volume(ledger.park(f"{tag(row)}_source", volume.array), volume.affine)
+            return SourceStudy(row, source, slices)
 
-        batch.each("volume", convert)
-        op_output.emit(batch, "batch")
+        studies = ledger.each("volume", found.studies, lambda s: s.row, convert)
+        return SourceVolumes(ledger, studies)

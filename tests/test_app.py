@@ -13,8 +13,8 @@ import pytest
 from pydicom.uid import generate_uid
 
 from app.__main__ import main
-from cs3f.cohort import make_cohort
-from cs3f.dicom_volume import series_volume
+from cs3f.io.dicom_volume import series_volume
+from cs3f_tools.cohort import make_cohort
 
 FAST = ["--encoder", "pixels", "--set", "preprocess.size=112", "--set", "report_studies=2"]
 
@@ -161,12 +161,30 @@ def test_empty_folder_is_a_clear_error(tmp_path):
     assert "at least 2" in json.loads((out / "scores.json").read_text())["run"]["error"]
 
 
-def test_single_study_is_a_clear_error(tmp_path):
+def test_single_study_is_a_clear_error_before_any_preprocessing(tmp_path):
     make_cohort(tmp_path / "one", n_normal=1, n_abnormal=0, seed=5)
     code, out = _run(tmp_path, tmp_path / "one" / "studies")
     assert code == 1
     rows = _rows(out)
     assert len(rows) == 1 and rows[0]["status"] == "failed"
+    assert rows[0]["reason"] == "batch too small to score"
+    run = json.loads((out / "scores.json").read_text())["run"]
+    assert "needs at least 2" in run["error"]
+    assert "preprocess" not in run["timings_s"]  # refused before the expensive work
+
+
+def test_the_work_folder_is_removed_when_the_run_crashes(tmp_path, monkeypatch):
+    from app.app import ScreeningApp
+
+    def crash(self):
+        assert len(list(self.output_folder.glob(".work-*"))) == 1  # it existed during the run
+        raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(ScreeningApp, "run", crash)
+    (tmp_path / "in").mkdir()
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _run(tmp_path, tmp_path / "in")
+    assert not list((tmp_path / "out").glob(".work-*"))
 
 
 def test_missing_weights_stop_before_any_work(tmp_path, capsys):
@@ -190,7 +208,7 @@ def test_lung_ct_scores_each_lung_and_maps_back_onto_the_source(tmp_path):
     on the source grid, and --save-preprocessed writes each lung's crop and mask."""
     from test_preprocess_lungs import chest_phantom
 
-    from cs3f.nifti_io import save_nifti
+    from cs3f.io.nifti_io import save_nifti
 
     source = tmp_path / "in"
     truths = {}

@@ -1,11 +1,11 @@
-"""Library pieces the app relies on: safe names, ranking, the streaming percentile and settings."""
+"""Library pieces the app relies on: safe names, the streaming percentile and settings."""
 
 import numpy as np
 import pytest
 
 from app.settings import SettingsError, load_settings
-from cs3f.outputs import StudyRow, rank, sanitise, scores_csv
-from cs3f.threshold import StreamingPercentile
+from cs3f.io.outputs import sanitise
+from cs3f.method.threshold import StreamingPercentile
 
 
 def test_sanitise_keeps_names_inside_the_folder():
@@ -13,18 +13,6 @@ def test_sanitise_keeps_names_inside_the_folder():
     assert sanitise("../../etc/passwd", "x") == "_.._etc_passwd"
     assert sanitise("..", "fallback") == "fallback" and sanitise("", "fallback") == "fallback"
     assert "/" not in sanitise("a/b\\c:d", "x")
-
-
-def test_rank_orders_scores_and_puts_failures_last():
-    rows = [StudyRow(f"s{i}", f"1.{i}", score=s) for i, s in enumerate([0.2, 0.9, 0.1, 0.21, 0.19])]
-    rows.append(StudyRow("bad", "1.9"))
-    rows[-1].fail("failed", "volume: broken")
-    ranked = rank(rows, flag_mad=3.0)
-    assert [r.key for r in ranked] == ["s1", "s3", "s0", "s4", "s2", "bad"]
-    assert [r.rank for r in ranked] == [1, 2, 3, 4, 5, None]
-    assert ranked[0].batch_percentile == 100.0 and ranked[4].batch_percentile == 20.0
-    assert [r.flagged for r in ranked] == [True, False, False, False, False, False]
-    assert scores_csv(ranked).splitlines()[-1].endswith(",failed,volume: broken")
 
 
 def test_streaming_percentile_matches_numpy():
@@ -46,3 +34,26 @@ def test_settings_layers_and_errors(tmp_path):
         load_settings(None, ["tokens.dimension=3"])
     with pytest.raises(SettingsError):
         load_settings(None, [], task="knee")
+
+
+@pytest.mark.parametrize(
+    "override, named",
+    [
+        ("tokens.dim=0", "tokens.dim"),
+        ("scoring.rho=1.5", "scoring.rho"),
+        ("scoring.n_routes=0", "scoring.n_routes"),
+        ("scoring.device=tpu", "scoring.device"),
+        ("preprocess.size=8", "preprocess.size"),
+        ("preprocess.brain_ml=[2500, 600]", "preprocess.brain_ml"),
+        ("screening.voxel_percentile=100", "screening.voxel_percentile"),
+        ("screening.flag_mad=-1", "screening.flag_mad"),
+        ("report_studies=-1", "report_studies"),
+        ("encoder_batch=0", "encoder_batch"),
+        ("tokens.dim=many", "tokens.dim must be a number"),
+        ("tokens.dim=2.5", "tokens.dim must be a whole number"),
+        ("save_preprocessed=3", "save_preprocessed must be a bool"),
+    ],
+)
+def test_every_setting_is_range_checked_and_named(override, named):
+    with pytest.raises(SettingsError, match=named.replace(".", r"\.")):
+        load_settings(None, [override])

@@ -10,9 +10,9 @@ import pytest
 from conftest import SHARED_DATA
 from scipy import ndimage
 
-from cs3f.cohort import COLIN27, POSITIONS, load_sources, make_cohort, make_subject
-from cs3f.dicom_volume import series_volume
-from cs3f.nifti_io import load_nifti
+from cs3f.io.dicom_volume import series_volume
+from cs3f.io.nifti_io import load_nifti
+from cs3f_tools.cohort import COLIN27, POSITIONS, load_sources, make_cohort, make_subject
 
 MS = SHARED_DATA / "nifti" / "ms"
 MS_FOLDER = MS if MS.is_dir() else None

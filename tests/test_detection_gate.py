@@ -1,4 +1,4 @@
-"""The detection quality gate: a small cohort from cs3f.cohort, scored end to end through the
+"""The detection quality gate: a small cohort from cs3f_tools.cohort, scored end to end through the
 library with the offline encoder, must find its lesions; raw pixels on the same cohort must not.
 
 The cohort is built in atlas space (what an affine registration leaves: a smooth deformation and
@@ -20,13 +20,13 @@ import numpy as np
 import pytest
 from conftest import SHARED_DATA
 
-from cs3f.brain import preprocess_brain
-from cs3f.cohort import COLIN27, load_sources, make_subject
-from cs3f.cohort_eval import CohortStudy, score_cohort
 from cs3f.encoders import load_encoder
-from cs3f.standard_space import PreprocessSettings
-from cs3f.tokens import TokenSettings
+from cs3f.method.tokens import TokenSettings
+from cs3f.preprocess.brain import preprocess_brain
+from cs3f.preprocess.standard_space import PreprocessSettings
 from cs3f.volume import Volume
+from cs3f_tools.cohort import COLIN27, load_sources, make_subject
+from cs3f_tools.cohort_eval import CohortStudy, score_cohort
 
 N_STUDIES, N_NORMAL, SEED = 12, 9, 7
 SETTINGS = PreprocessSettings(input="atlas", size=112)

@@ -109,8 +109,8 @@ def test_missing_and_malformed_checkpoints_say_what_and_where(tmp_path, tiny_din
 def test_tiny_dinov2_runs_end_to_end(tiny_dinov2):
     from conftest import smooth_volume
 
-    from cs3f.pipeline import BatchScorer, ScoringSettings
-    from cs3f.tokens import TokenSettings
+    from cs3f.method.batch_scorer import BatchScorer, ScoringSettings
+    from cs3f.method.tokens import TokenSettings
 
     encoder = load_encoder("dinov2", tiny_dinov2, device="cpu")
     scorer = BatchScorer(encoder, TokenSettings(q_coarse=6, q_fine=2, dim=16), ScoringSettings(k=1))

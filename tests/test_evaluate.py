@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
-from cs3f.evaluate import METRIC_KEYS, Curve, evaluate, group_auroc, main
-from cs3f.nifti_io import save_nifti
+from cs3f.io.nifti_io import save_nifti
+from cs3f_tools.evaluate import METRIC_KEYS, Curve, evaluate, group_auroc, main
 
 SHAPE = (40, 40, 40)
 AFFINE = np.diag([1.0, 1.0, 1.0, 1.0])

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy.interpolate import RegularGridInterpolator
 
-from cs3f.maps import concat_axes, fuse_maps, patient_score, token_map
-from cs3f.tokens import TokenGrid, TokenSet, depth_edges
+from cs3f.method.maps import concat_axes, fuse_maps, patient_score, token_map
+from cs3f.method.tokens import TokenGrid, TokenSet, depth_edges
 
 
 def full_set(grid, values=None):

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from cs3f import pairs
-from cs3f.pairs import NearestTokens
+from cs3f.device import resolve_device
+from cs3f.method import pairs
+from cs3f.method.pairs import NearestTokens
 
 
 def test_pair_minima_in_tiles_match_numpy_both_ways():
@@ -38,4 +39,4 @@ def test_cuda_without_a_gpu_build_of_faiss_is_a_clear_error(monkeypatch):
 
 def test_device_names_are_checked():
     with pytest.raises(ValueError, match="device must be"):
-        pairs.resolve_device("tpu")
+        resolve_device("tpu")

@@ -5,9 +5,9 @@ import pytest
 from conftest import smooth_volume
 
 from cs3f.encoders import load_encoder
-from cs3f.pipeline import BatchScorer, ScoringSettings
-from cs3f.store import TokenStore
-from cs3f.tokens import TokenSettings
+from cs3f.method.batch_scorer import BatchScorer, ScoringSettings
+from cs3f.method.store import TokenStore
+from cs3f.method.tokens import TokenSettings
 
 LESION = (slice(20, 28), slice(30, 38), slice(10, 18))
 

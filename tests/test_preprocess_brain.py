@@ -9,10 +9,10 @@ import pytest
 from conftest import SHARED_DATA
 from scipy import ndimage
 
-from cs3f.brain import preprocess_brain
-from cs3f.dicom_volume import series_volume
-from cs3f.nifti_io import load_nifti
-from cs3f.standard_space import PreprocessingFailed, PreprocessSettings
+from cs3f.io.dicom_volume import series_volume
+from cs3f.io.nifti_io import load_nifti
+from cs3f.preprocess.brain import preprocess_brain
+from cs3f.preprocess.standard_space import PreprocessingFailed, PreprocessSettings
 from cs3f.volume import Volume
 
 DECUBITUS = SHARED_DATA / "dicom" / "decubitus"

@@ -6,9 +6,9 @@ import pydicom
 import pytest
 from conftest import SHARED_DATA
 
-from cs3f.dicom_volume import series_volume
-from cs3f.lungs import lung_masks, preprocess_lungs
-from cs3f.standard_space import PreprocessingFailed, PreprocessSettings
+from cs3f.io.dicom_volume import series_volume
+from cs3f.preprocess.lungs import lung_masks, preprocess_lungs
+from cs3f.preprocess.standard_space import PreprocessingFailed, PreprocessSettings
 from cs3f.volume import Volume, aligned_grid, resample
 
 CT = SHARED_DATA / "dicom" / "ct_abdomen"
@@ -127,11 +127,11 @@ class _SidedLungmask:
 def test_lungmask_labels_reach_the_right_regions(tmp_path, monkeypatch):
     """With weights given, the lung path uses lungmask's labels; the image handed over carries
     the geometry, so its 1/2 labels land on the patient's right/left lung."""
-    import cs3f.lung_model
+    import cs3f.preprocess.lung_model
 
     weights = tmp_path / "unet_r231.pth"
     weights.write_bytes(b"")
-    monkeypatch.setattr(cs3f.lung_model, "_inferer", lambda path: _SidedLungmask())
+    monkeypatch.setattr(cs3f.preprocess.lung_model, "_inferer", lambda path: _SidedLungmask())
     volume, truth = chest_phantom()
     settings = PreprocessSettings(lung_crop=(96, 128, 160), lung_model=str(weights))
     regions = preprocess_lungs(volume, settings)
@@ -148,7 +148,7 @@ def test_lungmask_weights_load_through_the_same_code(tmp_path):
     import torch
     from lungmask.resunet import UNet
 
-    from cs3f.lung_model import model_lung_masks
+    from cs3f.preprocess.lung_model import model_lung_masks
 
     torch.manual_seed(0)
     net = UNet(n_classes=3, padding=True, depth=5, up_mode="upsample", batch_norm=True)

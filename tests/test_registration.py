@@ -3,8 +3,8 @@
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from cs3f.registration import register_affine
-from cs3f.template import template_brain, template_mask
+from cs3f.preprocess.registration import register_affine
+from cs3f.preprocess.template import template_brain, template_mask
 from cs3f.volume import Volume, resample
 
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from cs3f.scoring import coarse_to_fine_scores, mutual_scores, neighbour_count
+from cs3f.method.scoring import coarse_to_fine_scores, mutual_scores, neighbour_count
 
 
 def brute_force_scores(token_sets, k):

@@ -11,7 +11,7 @@ import pytest
 from conftest import SHARED_DATA
 
 from app.__main__ import main
-from cs3f.dicom_volume import series_volume
+from cs3f.io.dicom_volume import series_volume
 
 DICOM = SHARED_DATA / "dicom"
 pytestmark = pytest.mark.skipif(not DICOM.is_dir(), reason="../shared/data absent")

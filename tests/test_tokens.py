@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from cs3f.encoders import load_encoder
-from cs3f.tokens import Tokenizer, TokenKey, TokenSettings, depth_edges, gaussian_projection
+from cs3f.method.tokens import Tokenizer, TokenKey, TokenSettings, depth_edges, gaussian_projection
 
 
 class CountingEncoder:

@@ -1,6 +1,6 @@
 """Tokenizer against a slow float64 numpy reference written from the CS3F equations.
 
-The reference shares no code with ``cs3f/tokens.py`` except ``gaussian_projection`` (the
+The reference shares no code with ``cs3f/method/tokens.py`` except ``gaussian_projection`` (the
 projection matrix, whose values ``test_tokens.py`` pins with golden numbers); the seeding by
 (seed, axis, layer index) is the reference's own. Everything else is re-derived, one slice and
 one token at a time:
@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from cs3f.encoders import SliceEncoder
 from cs3f.encoders.pixels import PixelEncoder
-from cs3f.tokens import Tokenizer, TokenKey, TokenSet, TokenSettings, gaussian_projection
+from cs3f.method.tokens import Tokenizer, TokenKey, TokenSet, TokenSettings, gaussian_projection
 
 ATOL = 1e-5
 

@@ -14,55 +14,35 @@ and fusion never care which one ran. The implementations:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
-import torch
-import torch.nn.functional as F
+from cs3f.encoders.base import EncoderError, SliceEncoder, resize_slices
+from cs3f.encoders.dinov2 import Dinov2Encoder
+from cs3f.encoders.pixels import PixelEncoder
+from cs3f.encoders.texture import RESPONSES, TextureEncoder
 
-__all__ = ["ENCODERS", "EncoderError", "SliceEncoder", "load_encoder", "resize_slices"]
+__all__ = ["ENCODERS", "REGISTRY", "EncoderError", "SliceEncoder", "load_encoder", "resize_slices"]
 
-TEXTURE_ENCODERS = ("histogram", "filterbank", "gabor")
-ENCODERS = ("dinov2", "dinov3", *TEXTURE_ENCODERS, "pixels")
+Factory = Callable[[Path | None, str, int | None], SliceEncoder]
+"""Called as ``factory(model_path, device, batch_size)``."""
 
+REGISTRY: dict[str, Factory] = {
+    "dinov2": lambda path, device, batch: Dinov2Encoder.from_folder(
+        path, device=device, batch_size=batch, family="dinov2"
+    ),
+    "dinov3": lambda path, device, batch: Dinov2Encoder.from_folder(
+        path, device=device, batch_size=batch, family="dinov3"
+    ),
+    **{
+        kind: (lambda path, device, batch, kind=kind: TextureEncoder(kind, device=device))
+        for kind in RESPONSES
+    },
+    "pixels": lambda path, device, batch: PixelEncoder(device=device),
+}
+"""Encoder name -> factory; a new encoder is one entry here (and its module)."""
 
-class EncoderError(RuntimeError):
-    """An encoder could not be built; the message says what was expected and where."""
-
-
-@runtime_checkable
-class SliceEncoder(Protocol):
-    """What tokenisation needs from an encoder.
-
-    Attributes:
-        name: identifies the encoder in every output, e.g. ``"pixels-p14"`` or
-            ``"dinov2-vitl14"``.
-        weights_sha256: SHA-256 of the weight files, or ``None`` for a weight-free encoder.
-        grid: P, patches per slice side; a slice becomes a P x P grid.
-        layer_names: one name per returned feature layer.
-        device: where ``encode`` returns its tensors.
-    """
-
-    name: str
-    weights_sha256: str | None
-    grid: int
-    layer_names: tuple[str, ...]
-    device: torch.device
-
-    def encode(self, slices: torch.Tensor) -> list[torch.Tensor]:
-        """Encode (S, H, W) float32 slices with intensities in [0, 1].
-
-        Returns one float32 tensor of shape (S, P, P, C_l) per layer, on ``self.device``.
-        """
-        ...
-
-
-def resize_slices(slices: torch.Tensor, size: int) -> torch.Tensor:
-    """(S, H, W) -> (S, 1, size, size), bilinear with antialiasing (no aliasing on shrink)."""
-    x = slices.unsqueeze(1)
-    if tuple(x.shape[-2:]) == (size, size):
-        return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+ENCODERS = tuple(REGISTRY)
 
 
 def load_encoder(
@@ -78,18 +58,6 @@ def load_encoder(
     :class:`EncoderError` when it is missing or malformed; they never fall back to another
     encoder.
     """
-    if name == "pixels":
-        from cs3f.encoders.pixels import PixelEncoder
-
-        return PixelEncoder(device=device)
-    if name in TEXTURE_ENCODERS:
-        from cs3f.encoders.texture import TextureEncoder
-
-        return TextureEncoder(name, device=device)
-    if name in ("dinov2", "dinov3"):
-        from cs3f.encoders.dinov2 import Dinov2Encoder
-
-        return Dinov2Encoder.from_folder(
-            model_path, device=device, batch_size=batch_size, family=name
-        )
-    raise EncoderError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}")
+    if name not in REGISTRY:
+        raise EncoderError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}")
+    return REGISTRY[name](Path(model_path) if model_path is not None else None, device, batch_size)

@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from cs3f.encoders import EncoderError, resize_slices
-from cs3f.pairs import resolve_device
+from cs3f.device import resolve_device
+from cs3f.encoders.base import EncoderError, resize_slices
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from cs3f.encoders import resize_slices
-from cs3f.pairs import resolve_device
+from cs3f.device import resolve_device
+from cs3f.encoders.base import resize_slices
 
 
 class PixelEncoder:

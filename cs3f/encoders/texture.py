@@ -32,8 +32,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from cs3f.encoders import resize_slices
-from cs3f.pairs import resolve_device
+from cs3f.device import resolve_device
+from cs3f.encoders.base import resize_slices
 
 __all__ = ["Response", "TextureEncoder", "filterbank_responses", "gabor_responses"]
 

@@ -1,0 +1,138 @@
+"""The batch's result table and safe file writing.
+
+Rows are one per study found, scored or not. Files are written to a temporary name in the target
+folder and renamed into place, so a reader never sees half a file and a crash never leaves one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from cs3f.screening import Calibration
+
+__all__ = [
+    "STATUSES",
+    "StudyRow",
+    "atomic_path",
+    "rank",
+    "sanitise",
+    "scores_csv",
+    "scores_json",
+    "write_text",
+]
+
+STATUSES = ("scored", "skipped", "failed")
+CSV_COLUMNS = (
+    "rank",
+    "patient_id",
+    "accession_number",
+    "study_instance_uid",
+    "series_instance_uid",
+    "score",
+    "batch_percentile",
+    "flagged",
+    "status",
+    "reason",
+)
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def sanitise(value: str, fallback: str) -> str:
+    """``value`` as a safe file-name stem: [A-Za-z0-9._-] only, no leading dot, at most 64
+    characters; ``fallback`` when nothing is left."""
+    cleaned = _UNSAFE.sub("_", str(value or "")).lstrip(".")[:64]
+    return cleaned if cleaned.strip("_") else fallback
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yields a temporary path next to ``path``; renamed onto ``path`` when the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(handle)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+@dataclass
+class StudyRow:
+    """One study of the batch. ``key`` is the sanitised name used for its output files."""
+
+    key: str
+    study_instance_uid: str
+    series_instance_uid: str = ""
+    patient_id: str = ""
+    accession_number: str = ""
+    status: str = "scored"
+    reason: str = ""
+    score: float | None = None
+    batch_percentile: float | None = None
+    flagged: bool = False
+    rank: int | None = None
+    details: dict = field(default_factory=dict)
+
+    def fail(self, status: str, reason: str) -> None:
+        """Mark the study ``skipped`` or ``failed`` with a reason; it keeps its row."""
+        if status not in STATUSES[1:]:
+            raise ValueError(f"status must be skipped or failed, got {status!r}")
+        self.status, self.reason, self.score = status, reason, None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def rank(rows: Sequence[StudyRow], calibration: Calibration | None) -> list[StudyRow]:
+    """Rank scored rows by score (highest first), others after them; fill each scored row's
+    batch percentile and flag from ``calibration`` (:class:`~cs3f.screening.Calibration`,
+    ``None`` when the batch could not be scored: then no row is scored)."""
+    scored = sorted(
+        (r for r in rows if r.status == "scored"), key=lambda r: (-r.score, r.study_instance_uid)
+    )
+    others = sorted((r for r in rows if r.status != "scored"), key=lambda r: (r.status, r.key))
+    for position, row in enumerate(scored, start=1):
+        row.rank = position
+        row.batch_percentile = calibration.percentile(row.score)
+        row.flagged = calibration.flagged(row.score)
+    for row in others:
+        row.rank, row.batch_percentile, row.flagged = None, None, False
+    return scored + others
+
+
+def scores_csv(rows: Sequence[StudyRow]) -> str:
+    """The ``scores.csv`` text for ranked rows."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        values = row.as_dict()
+        values["score"] = "" if row.score is None else f"{row.score:.6g}"
+        writer.writerow(["" if values[c] is None else values[c] for c in CSV_COLUMNS])
+    return buffer.getvalue()
+
+
+def scores_json(rows: Sequence[StudyRow], run: dict) -> str:
+    """The ``scores.json`` text: ``{"run": run, "studies": [row, ...]}``."""
+    return json.dumps({"run": run, "studies": [r.as_dict() for r in rows]}, indent=2, default=str)

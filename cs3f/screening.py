@@ -1,0 +1,292 @@
+"""The screening rules of a batch, end to end on arrays: the one place that decides.
+
+    screening = Screening(encoder, tokens, scoring, rules, work=folder)
+    for regions in studies:                      # each: list[Standardised] of one study
+        index = screening.add(regions)           # tokenise now; tokens kept in the store
+    screening.score()                            # every token against the other studies
+    for index in range(screening.n_studies):
+        maps = screening.voxel_maps(index)       # region -> standard-space map
+        screening.record(index, maps)            # its voxels join the threshold, its score counts
+    calibration = screening.calibrate()          # voxel threshold + the flag rule's statistics
+    source_map = screening.source_map(index, maps)
+    seg = calibration.segment(source_map)
+    calibration.flagged(screening.scores[index]), calibration.percentile(...)
+
+What each step means:
+
+- **Token scores per region**: studies are compared region by region (the brain; or the left and
+  right lung), each region with its own :class:`~cs3f.method.batch_scorer.BatchScorer`, so a
+  token is only ever compared with the same region of the other studies (leave-one-out: never
+  with its own study).
+- **Voxel maps**: per region, the token scores become a voxel map, fused over layers and axes
+  (:class:`~cs3f.method.batch_scorer.BatchScores`); on the source grid a voxel takes the
+  largest score of the regions that reach it.
+- **Patient score**: the largest voxel score over the study's regions.
+- **Voxel threshold**: the ``voxel_percentile`` of all foreground voxel scores of the batch,
+  streamed through a fixed histogram (:class:`~cs3f.method.threshold.StreamingPercentile`).
+- **Flag**: patient score above median + ``flag_mad`` x 1.4826 x MAD of the batch's scores.
+
+The reference that scores and statistics come from is the batch itself. A reference bank plugs
+in at two seams: ``score`` compares the added studies with stored token sets instead of with
+each other, and ``calibrate`` returns the bank's stored :class:`Calibration` instead of the
+batch's; the maps, the patient score and the decisions stay as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cs3f.encoders import SliceEncoder
+from cs3f.method.batch_scorer import BatchScorer, BatchScores, ScoringSettings, StageProgress
+from cs3f.method.maps import patient_score
+from cs3f.method.store import TokenStore
+from cs3f.method.threshold import StreamingPercentile
+from cs3f.method.tokens import TokenSettings
+from cs3f.preprocess.standard_space import Standardised
+
+__all__ = [
+    "MIN_STUDIES",
+    "Calibration",
+    "Screening",
+    "ScreeningError",
+    "ScreeningRules",
+    "check_batch_size",
+    "study_score",
+]
+
+LOG = logging.getLogger("cs3f.app")
+MAD_TO_SD = 1.4826  # a normal distribution's standard deviation per median absolute deviation
+MIN_STUDIES = 2  # the method compares studies with each other
+
+
+def study_score(maps: dict[str, np.ndarray]) -> float:
+    """A study's patient score: the largest voxel score over its regions' maps."""
+    return max(patient_score(m) for m in maps.values())
+
+
+class ScreeningError(ValueError):
+    """The batch as a whole cannot be screened (the message says why)."""
+
+
+def check_batch_size(n_studies: int) -> None:
+    """Refuse a batch of fewer than :data:`MIN_STUDIES` studies, before any expensive work.
+
+    Raises:
+        ScreeningError: saying how many there are and why that is too few.
+    """
+    if n_studies < MIN_STUDIES:
+        raise ScreeningError(
+            f"{n_studies} scorable studies: the method compares studies with each other and "
+            f"needs at least {MIN_STUDIES}"
+        )
+
+
+@dataclass(frozen=True)
+class ScreeningRules:
+    """The batch's decision rules; the defaults are the papers'.
+
+    Attributes:
+        voxel_percentile: the SEG threshold is this percentile (0-100, exclusive) of all
+            foreground voxel scores of the batch (99 = the 99 % specificity point of a mostly
+            normal batch).
+        flag_mad: a study is flagged when its score exceeds the batch median by this many
+            robust standard deviations (1.4826 x MAD); > 0.
+        min_batch_warning: fewer scored studies than this gives a warning (quality drops); >= 2.
+    """
+
+    voxel_percentile: float = 99.0
+    flag_mad: float = 3.0
+    min_batch_warning: int = 20
+
+    def __post_init__(self) -> None:
+        if not 0 < self.voxel_percentile < 100:
+            raise ValueError(f"voxel_percentile must be in (0, 100), got {self.voxel_percentile}")
+        if not self.flag_mad > 0:
+            raise ValueError(f"flag_mad must be > 0, got {self.flag_mad}")
+        if self.min_batch_warning < 2:
+            raise ValueError(f"min_batch_warning must be >= 2, got {self.min_batch_warning}")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What turns scores into decisions: the voxel threshold and the reference's patient scores.
+
+    Attributes:
+        voxel_threshold: a voxel is abnormal when its score is above this (score units).
+        reference_scores: the patient scores the flag rule and the percentile measure against,
+            sorted ascending (the batch's own; a bank's stored ones later).
+        flag_mad: see :class:`ScreeningRules`.
+    """
+
+    voxel_threshold: float
+    reference_scores: tuple[float, ...]
+    flag_mad: float
+
+    @property
+    def median(self) -> float:
+        return float(np.median(self.reference_scores))
+
+    @property
+    def robust_sd(self) -> float:
+        """1.4826 x the median absolute deviation of the reference scores."""
+        values = np.asarray(self.reference_scores)
+        return MAD_TO_SD * float(np.median(np.abs(values - self.median)))
+
+    def flagged(self, score: float) -> bool:
+        """Whether a patient score is an outlier of the reference (never when MAD is 0)."""
+        sd = self.robust_sd
+        return bool(sd > 0 and score > self.median + self.flag_mad * sd)
+
+    def percentile(self, score: float) -> float:
+        """Percentage of reference scores <= ``score``, rounded to 2 places."""
+        return round(100.0 * float(np.mean(np.asarray(self.reference_scores) <= score)), 2)
+
+    def segment(self, voxel_map: np.ndarray) -> np.ndarray:
+        """Bool mask of the voxels above the threshold (any shape)."""
+        return voxel_map > self.voxel_threshold
+
+
+class Screening:
+    """One batch screened against itself, region by region.
+
+    Args:
+        encoder: the slice encoder.
+        tokens, scoring: the method's settings.
+        rules: the decision rules.
+        work: folder for the disk-backed token stores (one subfolder per region);
+            ``None`` keeps tokens in memory (small batches, tests).
+    """
+
+    def __init__(
+        self,
+        encoder: SliceEncoder,
+        tokens: TokenSettings,
+        scoring: ScoringSettings,
+        rules: ScreeningRules,
+        work: Path | None = None,
+    ) -> None:
+        self.encoder, self.tokens, self.scoring, self.rules = encoder, tokens, scoring, rules
+        self.work = Path(work) if work is not None else None
+        self.scorers: dict[str, BatchScorer] = {}
+        self.studies: list[dict[str, tuple[int, Standardised]]] = []
+        self.results: dict[str, BatchScores] = {}
+        self.scores: dict[int, float] = {}
+        self.warnings: list[str] = []
+        self.timings: dict[str, float] = {}
+        self._voxels: StreamingPercentile | None = None
+
+    @property
+    def n_studies(self) -> int:
+        return len(self.studies)
+
+    def add(self, regions: Sequence[Standardised]) -> int:
+        """Tokenise every region of one study and keep its tokens; returns the study's index.
+
+        All or nothing: when a region cannot be tokenised, no region of the study is kept.
+
+        Raises:
+            ValueError: a region's mask is empty or leaves an axis with no token above delta.
+        """
+        if self.results:
+            raise RuntimeError("studies cannot be added after scoring")
+        tokenised = []
+        for region in regions:
+            scorer = self._scorer(region)
+            tokenised.append((region, scorer, scorer.tokenize(region.volume, region.mask)))
+        study = {
+            region.region: (scorer.add_tokens(sets, region.volume.shape), region)
+            for region, scorer, sets in tokenised
+        }
+        self.studies.append(study)
+        return len(self.studies) - 1
+
+    def _scorer(self, region: Standardised) -> BatchScorer:
+        if region.region not in self.scorers:
+            store = TokenStore(self.work / "tokens" / region.slug if self.work else None)
+            self.scorers[region.region] = BatchScorer(
+                self.encoder, self.tokens, self.scoring, store
+            )
+        return self.scorers[region.region]
+
+    def score(self, progress: StageProgress | None = None) -> None:
+        """Score every token of every study against the other studies, region by region.
+
+        Raises:
+            ScreeningError: fewer than :data:`MIN_STUDIES` studies.
+        """
+        check_batch_size(self.n_studies)
+        if self.n_studies < self.rules.min_batch_warning:
+            self.warnings.append(
+                f"only {self.n_studies} studies scored; quality drops below about "
+                f"{self.rules.min_batch_warning} (the papers' batches hold 30 or more)"
+            )
+        for name, scorer in self.scorers.items():
+            self.results[name] = scorer.score(progress)
+            for stage, seconds in self.results[name].timings.items():
+                key = f"scorer_{stage}"
+                self.timings[key] = self.timings.get(key, 0.0) + seconds
+        token_scores = [
+            s for r in self.results.values() for v in r.token_scores.values() for s in v
+        ]
+        low = min(0.0, min(float(s.min()) for s in token_scores))
+        high = max(float(s.max()) for s in token_scores)
+        self._voxels = StreamingPercentile(low, high)
+
+    def voxel_maps(self, study: int, variant: str | None = None) -> dict[str, np.ndarray]:
+        """Region -> (X, Y, Z) float32 standard-space map of one study; 0 outside its mask.
+
+        ``variant`` defaults to the scored one (``C`` and ``F`` can be read from an MS run).
+        """
+        return {
+            name: self.results[name].voxel_map(index, np.asarray(region.mask), variant)
+            for name, (index, region) in self.studies[study].items()
+        }
+
+    def record(self, study: int, maps: dict[str, np.ndarray]) -> float:
+        """Count a study's maps into the batch: its foreground voxels join the threshold and its
+        patient score (returned) joins the flag rule's statistics. Record each study once."""
+        if self._voxels is None:
+            raise RuntimeError("score() first")
+        if study in self.scores:
+            raise ValueError(f"study {study} is already recorded")
+        regions = self.studies[study]
+        for name, voxel_map in maps.items():
+            self._voxels.add(voxel_map[np.asarray(regions[name][1].mask)])
+        self.scores[study] = study_score(maps)
+        return self.scores[study]
+
+    def calibrate(self) -> Calibration:
+        """The threshold and flag statistics of the recorded studies.
+
+        Raises:
+            ScreeningError: no study was recorded.
+        """
+        if self._voxels is None or self._voxels.total == 0:
+            raise ScreeningError("no study's voxel map could be made (see the failed rows)")
+        calibration = Calibration(
+            self._voxels.percentile(self.rules.voxel_percentile),
+            tuple(sorted(self.scores.values())),
+            self.rules.flag_mad,
+        )
+        LOG.info(
+            "scored %d studies; voxel threshold %.4g (%g-th percentile of %d voxels)",
+            len(self.scores),
+            calibration.voxel_threshold,
+            self.rules.voxel_percentile,
+            self._voxels.total,
+        )
+        return calibration
+
+    def source_map(self, study: int, maps: dict[str, np.ndarray]) -> np.ndarray:
+        """The study's map on its source grid (the source series' shape): each region's map
+        resampled back, the largest where regions meet."""
+        regions = self.studies[study]
+        return np.max(
+            [regions[name][1].transform.to_source(np.asarray(m)) for name, m in maps.items()],
+            axis=0,
+        )

@@ -1,0 +1,81 @@
+"""StandardVolumes -> Screened: the batch screened by cs3f.screening (tokens, cross-subject
+scores, voxel maps, patient scores, the voxel threshold)."""
+
+from __future__ import annotations
+
+import logging
+
+from cs3f.encoders import SliceEncoder
+from cs3f.method.batch_scorer import ScoringSettings
+from cs3f.method.tokens import TokenSettings
+from cs3f.progress import Progress
+from cs3f.screening import Screening, ScreeningError, ScreeningRules
+from operators.stage import Stage
+from operators.stages import ScoredStudy, Screened, StandardStudy, StandardVolumes, tag
+
+LOG = logging.getLogger("cs3f.app")
+
+
+class ScreenOperator(Stage):
+    """Adapts the stage data to :class:`~cs3f.screening.Screening`: studies in, their parked
+    maps and the batch's calibration out. When the batch as a whole cannot be screened (too few
+    scorable studies, here or already before preprocessing), ``ledger.error`` says why, the
+    remaining rows fail and ``calibration`` is ``None`` (the app then exits non-zero after
+    writing the table)."""
+
+    receives, emits = "standard", "screened"
+
+    def __init__(
+        self,
+        fragment,
+        *args,
+        encoder: SliceEncoder,
+        tokens: TokenSettings,
+        scoring: ScoringSettings,
+        rules: ScreeningRules,
+        **kwargs,
+    ):
+        self.encoder, self.tokens, self.scoring, self.rules = encoder, tokens, scoring, rules
+        super().__init__(fragment, *args, **kwargs)
+
+    def run(self, standard: StandardVolumes) -> Screened:
+        ledger = standard.ledger
+        if ledger.error:  # refused upstream (too few studies to be worth preprocessing)
+            return Screened(ledger, [], None, None)
+        screening = Screening(self.encoder, self.tokens, self.scoring, self.rules, ledger.work)
+        added = ledger.each(
+            "tokenize",
+            standard.studies,
+            lambda s: s.row,
+            lambda s: (s, screening.add(s.regions)),
+        )
+        stages: dict[str, Progress] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            stages.setdefault(stage, Progress(LOG, stage, total)).update(done, total)
+
+        try:
+            screening.score(progress)
+        except ScreeningError as exc:
+            ledger.refuse(str(exc), [s.row for s in standard.studies], "batch too small to score")
+            return Screened(ledger, [], screening, None)
+        ledger.warnings.extend(screening.warnings)
+        for stage, seconds in screening.timings.items():
+            ledger.timings[stage] = ledger.timings.get(stage, 0.0) + seconds
+
+        def voxel_maps(item: tuple[StandardStudy, int]) -> ScoredStudy:
+            study, index = item
+            maps = {
+                name: ledger.park(f"{tag(study.row)}_{name.replace(' ', '_')}_map", voxel_map)
+                for name, voxel_map in screening.voxel_maps(index).items()
+            }
+            study.row.score = screening.record(index, maps)
+            return ScoredStudy(study, index, maps)
+
+        scored = ledger.each("voxel maps", added, lambda item: item[0].row, voxel_maps)
+        try:
+            calibration = screening.calibrate()
+        except ScreeningError as exc:
+            ledger.refuse(str(exc))
+            return Screened(ledger, [], screening, None)
+        return Screened(ledger, scored, screening, calibration)
