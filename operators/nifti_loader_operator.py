@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cs3f.io.nifti_io import find_nifti, load_nifti, subject_name
-from cs3f.io.outputs import StudyRow, sanitise
+from cs3f.io.outputs import StudyRow, study_keys
 from cs3f.volume import Volume
 from operators.stage import Stage
 from operators.stages import Ledger, SourceStudy, SourceVolumes, tag
@@ -23,11 +23,9 @@ class NiftiLoaderOperator(Stage):
     def run(self, _: None) -> SourceVolumes:
         paths = find_nifti(self.input_folder)
         ledger = Ledger("nifti", self.work, intake={"files": len(paths), "skipped_files": 0})
-        for n, path in enumerate(paths):
-            name = subject_name(path)
-            ledger.rows.append(
-                StudyRow(key=sanitise(name, f"subject-{n:04d}"), study_instance_uid=name)
-            )
+        names = [subject_name(path) for path in paths]
+        for name, key in zip(names, study_keys(names, "subject"), strict=True):
+            ledger.rows.append(StudyRow(key=key, study_instance_uid=name))
 
         def load(item: tuple[StudyRow, Path]) -> SourceStudy:
             row, path = item

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from monai.deploy.operators import DICOMSeriesSelectorOperator
 
-from cs3f.io.outputs import StudyRow, sanitise
+from cs3f.io.outputs import StudyRow, study_keys
 from operators.stages import FoundStudy, Ledger, StudiesFound
 
 
@@ -30,9 +30,12 @@ class SeriesSelectorOperator(DICOMSeriesSelectorOperator):
         rules = json.loads(self._rules_json_str)
         ledger = Ledger("dicom", self.work, intake=intake)
         found = StudiesFound(ledger, [])
-        for n, study in enumerate(sorted(studies, key=lambda s: str(s.StudyInstanceUID))):
-            uid = str(study.StudyInstanceUID or "")
-            row = StudyRow(key=sanitise(uid, f"study-{n:04d}"), study_instance_uid=uid)
+        studies = sorted(studies, key=lambda s: str(s.StudyInstanceUID))
+        uids = [str(study.StudyInstanceUID or "") for study in studies]
+        unnamed = [f"no-study-uid-{n:03d}" for n in range(len(intake["without_study_uid"]))]
+        keys = study_keys(uids + unnamed, "study")  # one allocation: no two rows share a key
+        for study, uid, key in zip(studies, uids, keys, strict=False):
+            row = StudyRow(key=key, study_instance_uid=uid)
             ledger.rows.append(row)
             series = study.get_all_series()
             if series:
@@ -59,8 +62,8 @@ class SeriesSelectorOperator(DICOMSeriesSelectorOperator):
                         f"{len(matches)} series matched; chose the one with the most "
                         f"instances ({len(matches[0].get_sop_instances())})"
                     )
-        for n, count in enumerate(intake["without_study_uid"]):
-            row = StudyRow(key=f"no-study-uid-{n:03d}", study_instance_uid="")
+        for key, count in zip(keys[len(uids) :], intake["without_study_uid"], strict=True):
+            row = StudyRow(key=key, study_instance_uid="")
             row.fail(
                 "skipped",
                 f"{count} DICOM instances in one folder have no StudyInstanceUID: "

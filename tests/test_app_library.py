@@ -1,11 +1,16 @@
-"""Library pieces the app relies on: safe names, the streaming percentile and settings."""
+"""Library pieces the app relies on: safe names, collision-free keys, a safe CSV, the
+streaming percentile and settings."""
+
+import csv
+import io
 
 import numpy as np
 import pytest
 
 from app.settings import SettingsError, load_settings
-from cs3f.io.outputs import sanitise
+from cs3f.io.outputs import StudyRow, rank, sanitise, scores_csv, study_keys
 from cs3f.method.threshold import StreamingPercentile
+from cs3f.screening import Calibration
 
 
 def test_sanitise_keeps_names_inside_the_folder():
@@ -13,6 +18,37 @@ def test_sanitise_keeps_names_inside_the_folder():
     assert sanitise("../../etc/passwd", "x") == "_.._etc_passwd"
     assert sanitise("..", "fallback") == "fallback" and sanitise("", "fallback") == "fallback"
     assert "/" not in sanitise("a/b\\c:d", "x")
+
+
+def test_study_keys_never_collide():
+    valid, twice = "1.2.840.113619.2.55", "1.2.840.99"
+    clashing = ["1.2.3/4", "1.2.3:4", "1.2.3_4"]  # all three sanitise to 1.2.3_4
+    values = [valid, *clashing, "", twice, twice]
+    keys = study_keys(values, "study")
+    assert len(set(keys)) == len(keys) == 7
+    assert keys[0] == valid  # a valid, unique UID names its files itself
+    assert all(k.startswith("1.2.3_4-") for k in keys[1:4])  # readable prefix + hash
+    assert keys[4].startswith("study-")
+    assert keys[6] == f"{keys[5]}-2"  # the same value twice: a counter on the second
+    assert keys == study_keys(values, "study")  # deterministic
+    assert all(sanitise(k, "x") == k for k in keys)  # every key is a safe file name
+
+
+def test_scores_csv_cells_never_run_as_formulas():
+    rows = [
+        StudyRow("a", "1.1", patient_id='=HYPERLINK("http://x")', score=0.5),
+        StudyRow("b", "1.2", patient_id="+1", accession_number="@SUM(A1)", score=0.25),
+        StudyRow("c", "1.3", patient_id="-2"),
+    ]
+    rows[2].fail("failed", "-volume: broken")
+    table = list(
+        csv.DictReader(io.StringIO(scores_csv(rank(rows, Calibration(1, (0.25, 0.5), 3)))))
+    )
+    cells = [v for r in table for v in r.values()]
+    assert not any(v.startswith(("=", "+", "-", "@")) for v in cells)
+    assert table[0]["patient_id"] == '\'=HYPERLINK("http://x")'  # kept, shown as text
+    assert table[2]["reason"] == "'-volume: broken"
+    assert [r["score"] for r in table] == ["0.5", "0.25", ""]  # numbers untouched
 
 
 def test_streaming_percentile_matches_numpy():

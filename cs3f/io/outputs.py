@@ -7,11 +7,13 @@ folder and renamed into place, so a reader never sees half a file and a crash ne
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
 import re
 import tempfile
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -27,6 +29,7 @@ __all__ = [
     "sanitise",
     "scores_csv",
     "scores_json",
+    "study_keys",
     "write_text",
 ]
 
@@ -51,6 +54,30 @@ def sanitise(value: str, fallback: str) -> str:
     characters; ``fallback`` when nothing is left."""
     cleaned = _UNSAFE.sub("_", str(value or "")).lstrip(".")[:64]
     return cleaned if cleaned.strip("_") else fallback
+
+
+def study_keys(values: Sequence[str], fallback: str) -> list[str]:
+    """Collision-free file-name stems for a batch's studies, one per value, in order.
+
+    A value that is already a safe stem (a valid UID) and unique in the batch is its own key.
+    Any other value (one :func:`sanitise` changes, or whose sanitised form another value
+    shares) gets its sanitised form cut to 55 characters, ``-`` and 8 hex digits of the raw
+    value's SHA-256; a key still taken (a value repeated in the batch) gets ``-2``, ``-3``, ...
+    So two studies never share an output or work file.
+    """
+    cleaned = [sanitise(v, fallback) for v in values]
+    shared = Counter(cleaned)
+    keys: list[str] = []
+    for value, clean in zip(values, cleaned, strict=True):
+        key = clean
+        if clean != value or shared[clean] > 1:
+            key = f"{clean[:55]}-{hashlib.sha256(str(value).encode()).hexdigest()[:8]}"
+        stem, copy = key, 1
+        while key in keys:
+            copy += 1
+            key = f"{stem}-{copy}"
+        keys.append(key)
+    return keys
 
 
 @contextmanager
@@ -79,7 +106,7 @@ def write_text(path: Path, text: str) -> None:
 
 @dataclass
 class StudyRow:
-    """One study of the batch. ``key`` is the sanitised name used for its output files."""
+    """One study of the batch. ``key`` names its output files (:func:`study_keys`)."""
 
     key: str
     study_instance_uid: str
@@ -121,15 +148,29 @@ def rank(rows: Sequence[StudyRow], calibration: Calibration | None) -> list[Stud
     return scored + others
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value) -> str | int | float | bool:
+    """A CSV cell that a spreadsheet shows as text: a string starting like a formula (a
+    patient ID or a reason copied from the input) gets a leading apostrophe."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return f"'{value}"
+    return value
+
+
 def scores_csv(rows: Sequence[StudyRow]) -> str:
-    """The ``scores.csv`` text for ranked rows."""
+    """The ``scores.csv`` text for ranked rows; text cells are neutralised against formula
+    injection (:func:`_cell`), numbers are written as they are."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for row in rows:
-        values = row.as_dict()
+        values = {c: _cell(v) for c, v in row.as_dict().items()}
         values["score"] = "" if row.score is None else f"{row.score:.6g}"
-        writer.writerow(["" if values[c] is None else values[c] for c in CSV_COLUMNS])
+        writer.writerow([values[c] for c in CSV_COLUMNS])
     return buffer.getvalue()
 
 
