@@ -3,7 +3,8 @@
 The successor of ``monai-deploy exec`` (removed in SDK 0.6). HOLOSCAN_INPUT_PATH,
 HOLOSCAN_OUTPUT_PATH and HOLOSCAN_MODEL_PATH give the folders when the flags are absent.
 Exit codes: 0 done, 1 the batch could not be scored (see scores.json), 2 bad arguments or
-settings, or encoder weights missing.
+settings, encoder weights missing, or an output folder that holds earlier results (give
+--overwrite) or files this program did not write.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HOLOSCAN_LOG_LEVEL", "WARN")
@@ -22,6 +22,7 @@ from app.settings import TASKS, SettingsError, load_settings, with_lung_weights
 from cs3f import __version__
 from cs3f.encoders import ENCODERS, EncoderError, load_encoder
 from cs3f.io.nifti_io import find_nifti
+from cs3f.io.run_folder import OutputFolderError, make_work, prepare_output
 
 LOG = logging.getLogger("cs3f.app")
 
@@ -72,6 +73,11 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         default=None,
         help="also write OUT/preprocessed/<study>.nii.gz and _mask.nii.gz",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the results of an earlier run in the output folder (refused without it)",
     )
     args = parser.parse_args(argv)
     if args.input is None or args.output is None:
@@ -138,7 +144,11 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    args.output.mkdir(parents=True, exist_ok=True)
+    try:
+        prepare_output(args.output, args.overwrite)
+    except OutputFolderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     _logging(args.output)
     input_format = "nifti" if find_nifti(args.input) else "dicom"
     run = {
@@ -160,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     from app.app import ScreeningApp
 
-    work = Path(tempfile.mkdtemp(prefix=".work-", dir=args.output))
+    work = make_work(args.output)
     try:
         application = ScreeningApp(
             args.input, args.output, work, input_format, settings, encoder, run

@@ -1,0 +1,92 @@
+"""The output folder of a run and the run's work folder inside it.
+
+A run writes only the documented outputs (:data:`OUTPUTS`) into its output folder, refuses a
+folder that already holds results unless told to replace them, and keeps its scratch data
+(memmaps of patient images, tokens, maps) in ``OUT/.work-<random>/``, which it removes on every
+exit path it controls. A run killed outright (SIGKILL, power loss) cannot clean up: the next
+run into the same folder removes the work folders whose process is gone.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+__all__ = ["OUTPUTS", "OutputFolderError", "make_work", "prepare_output", "remove_dead_work"]
+
+OUTPUTS = ("scores.csv", "scores.json", "report.html", "run.log", "seg", "maps", "preprocessed")
+WORK_PREFIX = ".work-"
+OWNER = "pid"  # the file in a work folder that names the process owning it
+
+
+class OutputFolderError(ValueError):
+    """The output folder cannot be used as asked (the message says why and what to do)."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def remove_dead_work(output: Path) -> list[Path]:
+    """Remove the work folders under ``output`` whose owning process is gone (or that name no
+    owner); returns the ones removed. A live run's work folder is left alone."""
+    removed = []
+    for folder in sorted(Path(output).glob(f"{WORK_PREFIX}*")):
+        try:
+            owner = int((folder / OWNER).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            owner = None
+        if owner is None or not _alive(owner):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def prepare_output(output: Path, overwrite: bool) -> None:
+    """Create ``output``, or check that it may be written: empty (leftovers of dead runs
+    aside), or holding only an earlier run's outputs and ``overwrite`` given, in which case
+    those are removed first (moved aside in one rename each, then deleted), so that no stale
+    SEG or map of a study no longer in the input survives next to fresh scores.
+
+    Raises:
+        OutputFolderError: ``output`` is not a folder, holds results and ``overwrite`` is off,
+            or holds files this program did not write (never deleted, even with ``overwrite``).
+    """
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise OutputFolderError(f"the output {output} is a file, not a folder")
+    output.mkdir(parents=True, exist_ok=True)
+    remove_dead_work(output)
+    present = sorted(p.name for p in output.iterdir() if not p.name.startswith(WORK_PREFIX))
+    if not present:
+        return
+    foreign = [name for name in present if name not in OUTPUTS]
+    if foreign:
+        raise OutputFolderError(
+            f"the output folder holds {len(foreign)} entries this program did not write "
+            f"(e.g. {foreign[0]!r}); give an empty or new folder"
+        )
+    if not overwrite:
+        raise OutputFolderError(
+            "the output folder holds the results of an earlier run; give --overwrite to "
+            "replace them, or a new folder"
+        )
+    trash = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}old-", dir=output))
+    for name in present:
+        (output / name).rename(trash / name)
+    shutil.rmtree(trash)
+
+
+def make_work(output: Path) -> Path:
+    """A new work folder under ``output``, owned by this process (see :func:`remove_dead_work`)."""
+    work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=output))
+    (work / OWNER).write_text(str(os.getpid()), encoding="utf-8")
+    return work
