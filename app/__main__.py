@@ -23,6 +23,7 @@ from cs3f import __version__
 from cs3f.encoders import ENCODERS, EncoderError, load_encoder
 from cs3f.io.nifti_io import find_nifti
 from cs3f.io.run_folder import OutputFolderError, make_work, prepare_output
+from cs3f.redaction import IDENTIFIERS
 
 LOG = logging.getLogger("cs3f.app")
 
@@ -96,18 +97,27 @@ def _check_folders(source: Path, target: Path) -> str | None:
 
 def _logging(output: Path) -> None:
     """Progress and warnings to stderr and run.log; a failed study's (redacted) traceback to
-    run.log only."""
-    logging.getLogger().setLevel(logging.WARNING)
+    run.log only. Every record, the libraries' warnings included, passes the identifier filter
+    (:mod:`cs3f.redaction`) on its way to either."""
+    root = logging.getLogger()
+    root.setLevel(logging.WARNING)  # other libraries: warnings and errors only
     LOG.setLevel(logging.DEBUG)
-    LOG.propagate = False
+    logging.captureWarnings(False)  # reset: an earlier run in this process may have set it
+    logging.captureWarnings(True)  # warnings.warn(...) of pydicom, highdicom: through the filter
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    for handler in list(root.handlers):
+        if getattr(handler, "cs3f_run", False):
+            root.removeHandler(handler)
+            handler.close()
     for handler, level in (
         (logging.StreamHandler(sys.stderr), logging.INFO),
         (logging.FileHandler(output / "run.log", "w"), logging.DEBUG),
     ):
         handler.setFormatter(fmt)
         handler.setLevel(level)
-        LOG.addHandler(handler)
+        handler.addFilter(IDENTIFIERS)
+        handler.cs3f_run = True
+        root.addHandler(handler)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     except OutputFolderError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    IDENTIFIERS.clear()
     _logging(args.output)
     input_format = "nifti" if find_nifti(args.input) else "dicom"
     run = {

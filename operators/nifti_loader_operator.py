@@ -8,7 +8,7 @@ from cs3f.io.nifti_io import find_nifti, load_nifti, subject_name
 from cs3f.io.outputs import StudyRow, study_keys
 from cs3f.volume import Volume
 from operators.stage import Stage
-from operators.stages import Ledger, SourceStudy, SourceVolumes, tag
+from operators.stages import Ledger, SourceStudy, SourceVolumes, register
 
 
 class NiftiLoaderOperator(Stage):
@@ -26,13 +26,12 @@ class NiftiLoaderOperator(Stage):
         names = [subject_name(path) for path in paths]
         for name, key in zip(names, study_keys(names, "subject"), strict=True):
             ledger.rows.append(StudyRow(key=key, study_instance_uid=name))
+            register(ledger.rows[-1])
 
         def load(item: tuple[StudyRow, Path]) -> SourceStudy:
             row, path = item
             volume = load_nifti(path)
-            return SourceStudy(
-                row, Volume(ledger.park(f"{tag(row)}_source", volume.array), volume.affine)
-            )
+            return SourceStudy(row, Volume(ledger.park(row, "source", volume.array), volume.affine))
 
         studies = ledger.each("load", list(zip(ledger.rows, paths)), lambda item: item[0], load)
         return SourceVolumes(ledger, studies)

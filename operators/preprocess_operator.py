@@ -10,7 +10,7 @@ from cs3f.preprocess import preprocess
 from cs3f.preprocess.standard_space import PreprocessSettings
 from cs3f.screening import ScreeningError, check_batch_size
 from operators.stage import Stage
-from operators.stages import SourceStudy, SourceVolumes, StandardStudy, StandardVolumes, tag
+from operators.stages import SourceStudy, SourceVolumes, StandardStudy, StandardVolumes
 
 
 class PreprocessOperator(Stage):
@@ -43,8 +43,8 @@ class PreprocessOperator(Stage):
             row = study.row
             regions = preprocess(study.source, self.task, self.settings)
             for region in regions:
-                region.volume = ledger.park(f"{tag(row)}_{region.slug}_standard", region.volume)
-                region.mask = ledger.park(f"{tag(row)}_{region.slug}_mask", region.mask)
+                region.volume = ledger.park(row, f"{region.slug}_standard", region.volume)
+                region.mask = ledger.park(row, f"{region.slug}_mask", region.mask)
                 if self.save_to is not None:
                     stem = row.key if len(regions) == 1 else f"{row.key}_{region.slug}"
                     save_nifti(region.volume, region.affine, self.save_to / f"{stem}.nii.gz")

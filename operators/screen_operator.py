@@ -11,7 +11,7 @@ from cs3f.method.tokens import TokenSettings
 from cs3f.progress import Progress
 from cs3f.screening import Screening, ScreeningError, ScreeningRules
 from operators.stage import Stage
-from operators.stages import ScoredStudy, Screened, StandardStudy, StandardVolumes, tag
+from operators.stages import ScoredStudy, Screened, StandardStudy, StandardVolumes
 
 LOG = logging.getLogger("cs3f.app")
 
@@ -66,7 +66,7 @@ class ScreenOperator(Stage):
         def voxel_maps(item: tuple[StandardStudy, int]) -> ScoredStudy:
             study, index = item
             maps = {
-                name: ledger.park(f"{tag(study.row)}_{name.replace(' ', '_')}_map", voxel_map)
+                name: ledger.park(study.row, f"{name.replace(' ', '_')}_map", voxel_map)
                 for name, voxel_map in screening.voxel_maps(index).items()
             }
             study.row.score = screening.record(index, maps)

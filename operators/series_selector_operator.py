@@ -4,12 +4,13 @@ match keep a skipped row."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from monai.deploy.operators import DICOMSeriesSelectorOperator
 
 from cs3f.io.outputs import StudyRow, study_keys
-from operators.stages import FoundStudy, Ledger, StudiesFound
+from operators.stages import FoundStudy, Ledger, StudiesFound, register
 
 
 class SeriesSelectorOperator(DICOMSeriesSelectorOperator):
@@ -42,6 +43,17 @@ class SeriesSelectorOperator(DICOMSeriesSelectorOperator):
                 native = series[0].get_sop_instances()[0].get_native_sop_instance()
                 row.patient_id = str(native.get("PatientID", ""))
                 row.accession_number = str(native.get("AccessionNumber", ""))
+                patient = str(native.get("PatientName", ""))
+                register(
+                    row,
+                    patient,
+                    *re.split(r"[\^=]", patient),  # each part of the name on its own too
+                    *(
+                        native.get(n, "")
+                        for n in ("PatientBirthDate", "OtherPatientIDs", "StudyID")
+                    ),
+                    *(s.SeriesInstanceUID for s in series),
+                )
             try:
                 selected = self.filter(rules, [study], True, True)
             except Exception as exc:  # noqa: BLE001  (the SDK raises bare errors on odd tags)

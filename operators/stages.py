@@ -28,6 +28,7 @@ import numpy as np
 from cs3f.io.outputs import StudyRow
 from cs3f.preprocess.standard_space import Standardised
 from cs3f.progress import Progress
+from cs3f.redaction import IDENTIFIERS
 from cs3f.screening import Calibration, Screening
 from cs3f.volume import Volume
 
@@ -41,14 +42,18 @@ def tag(row: StudyRow) -> str:
     return hashlib.sha256(row.key.encode()).hexdigest()[:8]
 
 
+def register(row: StudyRow, *values: object) -> None:
+    """Register the study's identifiers (its row's UIDs, IDs and key, plus ``values``, e.g.
+    the patient's name and birth date) so that logs and reasons show its tag instead."""
+    identifiers = (row.study_instance_uid, row.series_instance_uid, row.patient_id)
+    IDENTIFIERS.add((*identifiers, row.accession_number, row.key, *values), f"<study {tag(row)}>")
+
+
 def redact(text: str, row: StudyRow) -> str:
-    """``text`` with the study's identifiers (UIDs, patient ID, accession, key) replaced by its
-    tag, longest first so that no identifier survives inside another."""
-    values = {row.study_instance_uid, row.series_instance_uid, row.patient_id}
-    values |= {row.accession_number, row.key}
-    for value in sorted((v for v in values if len(v) > 2), key=len, reverse=True):
-        text = text.replace(value, f"<study {tag(row)}>")
-    return text
+    """``text`` (an exception's message or traceback) with the study's identifiers replaced by
+    its tag, and any UID or quoted value hidden (see :mod:`cs3f.redaction`)."""
+    register(row)
+    return IDENTIFIERS.redact(text, quoted=True)
 
 
 @dataclass
@@ -108,9 +113,11 @@ class Ledger:
             if row.status == "scored":
                 row.fail("failed", reason)
 
-    def park(self, name: str, array: np.ndarray) -> np.ndarray:
-        """Save ``array`` to the work folder and return it as a read-only memmap."""
-        path = self.work / f"{name}.npy"
+    def park(self, row: StudyRow, name: str, array: np.ndarray) -> np.ndarray:
+        """Save one of a study's arrays to the work folder and return it as a read-only memmap;
+        it goes into a folder named after the study's key, which no other study shares."""
+        path = self.work / "studies" / row.key / f"{name}.npy"
+        path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, array)
         return np.load(path, mmap_mode="r")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from cs3f.io.dicom_volume import series_volume
 from cs3f.volume import Volume
 from operators.stage import Stage
-from operators.stages import FoundStudy, SourceStudy, SourceVolumes, StudiesFound, tag
+from operators.stages import FoundStudy, SourceStudy, SourceVolumes, StudiesFound
 
 
 class VolumeOperator(Stage):
@@ -33,7 +33,7 @@ class VolumeOperator(Stage):
                     "Study/Series/SOP Instance UID missing: a SEG could not reference the source"
                 )
             volume, slices = series_volume(datasets)
-            source = Volume(ledger.park(f"{tag(row)}_source", volume.array), volume.affine)
+            source = Volume(ledger.park(row, "source", volume.array), volume.affine)
             return SourceStudy(row, source, slices)
 
         studies = ledger.each("volume", found.studies, lambda s: s.row, convert)
