@@ -3,7 +3,8 @@ report figure.
 
 Writes ``maps/<key>.nii.gz`` (continuous scores on the source series' grid) and
 ``seg/<key>.dcm`` (DICOM input; a DICOM Segmentation referencing the source series) or
-``seg/<key>.nii.gz`` (NIfTI input). ``key`` is the sanitised StudyInstanceUID.
+``seg/<key>.nii.gz`` (NIfTI input), a study's all or none. ``key`` is the StudyInstanceUID, or
+its collision-free stand-in (:func:`cs3f.io.outputs.study_keys`).
 """
 
 from __future__ import annotations
@@ -41,25 +42,32 @@ class OutputsOperator(Stage):
             row, source = study.row, study.standard.source
             source_map = screened.screening.source_map(study.index, study.maps)
             mask = calibration.segment(source_map)
-            save_nifti(
-                source_map.astype(np.float32),
-                source.source.affine,
-                self.output_folder / "maps" / f"{row.key}.nii.gz",
-            )
-            if ledger.input_format == "dicom":
+            map_path = self.output_folder / "maps" / f"{row.key}.nii.gz"
+            if ledger.input_format == "dicom":  # built before anything is written
                 seg = anomaly_segmentation(
                     source.slices, mask, self.encoder_name, calibration.voxel_threshold
                 )
-                save(seg, self.output_folder / "seg" / f"{row.key}.dcm")
+                seg_path = self.output_folder / "seg" / f"{row.key}.dcm"
             else:
-                save_nifti(
-                    mask.astype(np.uint8),
-                    source.source.affine,
-                    self.output_folder / "seg" / f"{row.key}.nii.gz",
-                )
+                seg_path = self.output_folder / "seg" / f"{row.key}.nii.gz"
+            figure = (
+                study_figure(source.source, source_map, mask, vmax)
+                if row.score >= shown_from
+                else ""
+            )
+            try:  # a study's outputs are all there or none is
+                save_nifti(source_map.astype(np.float32), source.source.affine, map_path)
+                if ledger.input_format == "dicom":
+                    save(seg, seg_path)
+                else:
+                    save_nifti(mask.astype(np.uint8), source.source.affine, seg_path)
+            except BaseException:
+                map_path.unlink(missing_ok=True)
+                seg_path.unlink(missing_ok=True)
+                raise
             row.details["seg_voxels"] = int(mask.sum())
-            if row.score >= shown_from:
-                figures[row.key] = study_figure(source.source, source_map, mask, vmax)
+            if figure:
+                figures[row.key] = figure
 
         ledger.each("write outputs", screened.studies, lambda s: s.row, write)
         return Written(ledger, calibration, figures)

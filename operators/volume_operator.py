@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cs3f.io.dicom_seg import check_source
 from cs3f.io.dicom_volume import series_volume
 from cs3f.volume import Volume
 from operators.stage import Stage
@@ -13,7 +14,8 @@ class VolumeOperator(Stage):
 
     The SDK's DICOMSeriesToVolumeOperator converts only the first study, and its affine takes the
     column spacing from PixelSpacing[0] (row spacing), so this calls the library instead.
-    A study whose series has no stable UIDs or no regular grid fails with the reason.
+    A study whose series has no stable UIDs or no regular grid, or that could not carry a valid
+    SEG (:func:`cs3f.io.dicom_seg.check_source`), fails here with the reason.
     """
 
     receives, emits = "found", "sources"
@@ -33,6 +35,7 @@ class VolumeOperator(Stage):
                     "Study/Series/SOP Instance UID missing: a SEG could not reference the source"
                 )
             volume, slices = series_volume(datasets)
+            check_source(slices)  # a SEG it could not carry fails the study now, not at the end
             source = Volume(ledger.park(row, "source", volume.array), volume.affine)
             return SourceStudy(row, source, slices)
 

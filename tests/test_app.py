@@ -1,6 +1,8 @@
 """The whole app in-process on a small synthetic cohort with deliberately bad input mixed in."""
 
+import contextlib
 import csv
+import io
 import json
 import shutil
 import subprocess
@@ -30,10 +32,26 @@ def _rows(out):
         return list(csv.DictReader(handle))
 
 
+def _copy_study(source, target, **tags):
+    """A copy of a study with new UIDs and ``tags`` set on every instance."""
+    target.mkdir()
+    study, series = generate_uid(), generate_uid()
+    for path in sorted(source.glob("*.dcm")):
+        ds = pydicom.dcmread(path)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = study, series, generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        for keyword, value in tags.items():
+            setattr(ds, keyword, value)
+        ds.save_as(target / path.name)
+
+
 @pytest.fixture(scope="module")
 def messy(tmp_path_factory):
     """6 synthetic studies, plus: a corrupt file, a text file, a second (smaller) candidate
-    series in study 0, and a PatientID full of path characters in study 1."""
+    series in study 0, a PatientID full of path characters in study 1, a single-component
+    PatientName in study 2, and two copies of study 3, one with a malformed PatientBirthDate and
+    one with a StudyInstanceUID holding '/' and '..'. The run's stderr is kept in
+    ``stderr.txt`` beside ``out``."""
     root = tmp_path_factory.mktemp("messy")
     make_cohort(root, n_normal=5, n_abnormal=1, seed=3)
     studies = root / "studies"
@@ -51,8 +69,17 @@ def messy(tmp_path_factory):
         ds = pydicom.dcmread(path)
         ds.PatientID = "../../evil/..:id"
         ds.save_as(path)
+    for path in (studies / "002").glob("*.dcm"):  # highdicom warns, quoting a one-part name
+        ds = pydicom.dcmread(path)
+        ds.PatientName, ds.PatientBirthDate = "Kowalczyk", "19700321"
+        ds.save_as(path)
+    _copy_study(studies / "003", studies / "bad-date", PatientBirthDate="1970-13-45")
+    _copy_study(studies / "003", studies / "bad-uid", StudyInstanceUID="1.2.826.0.1/../7")
     out = root / "out"
-    code = main(["-i", str(studies), "-o", str(out), *FAST])
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        code = main(["-i", str(studies), "-o", str(out), *FAST])
+    (root / "stderr.txt").write_text(stderr.getvalue())
     return code, studies, out
 
 
@@ -80,18 +107,20 @@ def test_outputs_exactly_as_specified(messy):
         "status",
         "reason",
     ]
-    assert len(rows) == 6 and all(r["status"] == "scored" for r in rows)
-    scores = [float(r["score"]) for r in rows]
+    assert len(rows) == 8 and [r["status"] for r in rows] == ["scored"] * 6 + ["failed"] * 2
+    scored = rows[:6]
+    scores = [float(r["score"]) for r in scored]
     assert scores == sorted(scores, reverse=True)
-    assert [int(r["rank"]) for r in rows] == list(range(1, 7))
-    for r in rows:
+    assert [int(r["rank"]) for r in scored] == list(range(1, 7))
+    for r in scored:
         assert (out / "seg" / f"{r['study_instance_uid']}.dcm").is_file()
         assert (out / "maps" / f"{r['study_instance_uid']}.nii.gz").is_file()
+    assert len(list((out / "seg").iterdir())) == len(list((out / "maps").iterdir())) == 6
     report = json.loads((out / "scores.json").read_text())
     run = report["run"]
     assert run["encoder"]["name"] == "pixels-p14" and "weights_sha256" in run["encoder"]
     assert run["settings"]["preprocess"]["size"] == 112
-    for row in report["studies"]:
+    for row in report["studies"][:6]:
         brain = row["details"]["preprocessing"]["brain"]
         assert 800 < brain["brain_ml"] < 2500 and brain["registration"]["template_mask_dice"] > 0.7
     assert run["files"]["skipped_files"] == 2 and run["batch_size"] == 6
@@ -114,6 +143,42 @@ def test_bad_input_is_contained(messy):
     log = (out / "run.log").read_text()
     assert "SYN" not in log and "Synthetic" not in log and "evil" not in log
     assert not any(p.name.startswith(".") for p in out.rglob("*"))  # no work or temp files left
+
+
+def test_a_series_that_could_not_carry_a_valid_seg_fails_before_preprocessing(messy):
+    """A malformed attribute the SEG copies, or a UID it would reference, is refused when the
+    volume is read, with a reason naming the attribute and never its value."""
+    _, _, out = messy
+    failed = [r for r in _rows(out) if r["status"] == "failed"]
+    reasons = sorted(r["reason"] for r in failed)
+    assert reasons[0].startswith("volume: SourceError: PatientBirthDate of the source")
+    assert reasons[1].startswith("volume: SourceError: StudyInstanceUID of the source")
+    assert not any("1970-13-45" in r or "/../" in r for r in reasons)
+    studies = json.loads((out / "scores.json").read_text())["studies"]
+    assert not any("preprocessing" in r["details"] for r in studies if r["status"] == "failed")
+
+
+def test_no_identifier_of_any_input_reaches_a_log(messy):
+    _, studies, out = messy
+    identifiers = set()
+    for path in studies.rglob("*.dcm"):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except pydicom.errors.InvalidDicomError:
+            continue
+        name = str(ds.get("PatientName", ""))
+        values = [name, *name.split("^"), ds.get("PatientID", ""), ds.get("PatientBirthDate", "")]
+        values += [ds.get("AccessionNumber", ""), ds.StudyInstanceUID, ds.SeriesInstanceUID]
+        identifiers |= {str(v) for v in values if len(str(v)) > 2}
+        identifiers.add(str(ds.SOPInstanceUID))
+    assert {"Kowalczyk", "19700321", "../../evil/..:id"} <= identifiers
+    logs = {
+        "run.log": (out / "run.log").read_text(),
+        "stderr": (out.parent / "stderr.txt").read_text(),
+    }
+    assert "single component" in logs["run.log"]  # the highdicom warning arrived, redacted
+    leaks = {(stream, v) for stream, text in logs.items() for v in identifiers if v in text}
+    assert not leaks
 
 
 def test_seg_matches_map_and_references_source(messy):

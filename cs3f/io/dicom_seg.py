@@ -7,15 +7,72 @@ from pathlib import Path
 
 import highdicom as hd
 import numpy as np
+from pydicom import config, valuerep
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
 from cs3f import __version__
 from cs3f.io.outputs import atomic_path
 
-__all__ = ["MANUFACTURER", "anomaly_segmentation", "save"]
+__all__ = ["MANUFACTURER", "SourceError", "anomaly_segmentation", "check_source", "save"]
 
 MANUFACTURER = "cs3f screening"
+COPIED = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
+"""Attributes of the first source instance that the SEG copies."""
+REFERENCED = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID")
+"""Attributes of every source instance that the SEG references."""
+
+
+class SourceError(ValueError):
+    """The source series cannot carry a valid SEG (the message names attributes, never values)."""
+
+
+def _invalid(ds: Dataset, keyword: str) -> bool:
+    if keyword not in ds or ds[keyword].value in (None, ""):
+        return False
+    element = ds[keyword]
+    try:
+        valuerep.validate_value(element.VR, element.value, config.RAISE)
+        if element.VR in ("DA", "DT", "TM"):  # the format may pass where the date does not
+            getattr(valuerep, element.VR)(element.value)
+    except (TypeError, ValueError):
+        return True
+    return False
+
+
+def check_source(source_slices: Sequence[Dataset]) -> None:
+    """Refuse now, before any expensive work, a series whose SEG would be invalid or could not
+    be built at the end of the run: a malformed attribute the SEG copies (e.g. PatientBirthDate)
+    or a UID it references that is not a valid UID (e.g. holds '/').
+
+    Raises:
+        SourceError: naming the attributes; a catch-all dry run (the SEG of an empty mask,
+            about 0.5 s for 100 slices) names the error type only.
+    """
+    bad = {k for k in COPIED if _invalid(source_slices[0], k)}
+    bad |= {k for ds in source_slices for k in REFERENCED if _invalid(ds, k)}
+    if bad:
+        raise SourceError(
+            f"{', '.join(sorted(bad))} of the source would not validate in a DICOM SEG; correct "
+            "it at the source (the value is not repeated here)"
+        )
+    shape = (source_slices[0].Columns, source_slices[0].Rows, len(source_slices))
+    try:
+        anomaly_segmentation(source_slices, np.zeros(shape, bool), "check", 0.0)
+    except Exception as exc:  # any failure here would have failed the SEG at the end
+        raise SourceError(
+            f"a DICOM SEG cannot be built on this series ({type(exc).__name__})"
+        ) from exc
 
 
 def anomaly_segmentation(
