@@ -16,7 +16,7 @@ from pydicom.pixels import apply_rescale
 
 from cs3f.volume import Volume
 
-__all__ = ["GeometryError", "series_volume", "sort_slices"]
+__all__ = ["GeometryError", "PixelError", "series_volume", "sort_slices"]
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 MIN_SLICES = 8
@@ -27,6 +27,10 @@ class GeometryError(ValueError):
     """The series cannot be represented as one regular 3D grid."""
 
 
+class PixelError(ValueError):
+    """The series' pixels are not one grey value per voxel on one scale."""
+
+
 def _orientation(ds: Dataset) -> np.ndarray:
     if "ImageOrientationPatient" not in ds or "ImagePositionPatient" not in ds:
         raise GeometryError("an instance lacks ImageOrientationPatient or ImagePositionPatient")
@@ -35,6 +39,8 @@ def _orientation(ds: Dataset) -> np.ndarray:
 
 def sort_slices(datasets: Sequence[Dataset]) -> list[Dataset]:
     """The instances ordered by position along the slice normal (increasing)."""
+    if any(int(getattr(ds, "NumberOfFrames", 1) or 1) != 1 for ds in datasets):
+        raise GeometryError("multi-frame instances (e.g. Enhanced MR/CT) are not supported yet")
     if len(datasets) < MIN_SLICES:
         raise GeometryError(f"{len(datasets)} slices; a volume needs at least {MIN_SLICES}")
     first = _orientation(datasets[0])
@@ -43,8 +49,6 @@ def sort_slices(datasets: Sequence[Dataset]) -> list[Dataset]:
             raise GeometryError("slices have different ImageOrientationPatient")
         if (ds.Rows, ds.Columns) != (datasets[0].Rows, datasets[0].Columns):
             raise GeometryError("slices have different Rows/Columns")
-        if int(getattr(ds, "NumberOfFrames", 1) or 1) != 1:
-            raise GeometryError("multi-frame instances are not supported")
     normal = np.cross(first[:3], first[3:])
     return sorted(datasets, key=lambda ds: float(np.dot(normal, ds.ImagePositionPatient)))
 
@@ -69,20 +73,43 @@ def _affine(slices: Sequence[Dataset]) -> np.ndarray:
 
 
 def _pixels(ds: Dataset) -> np.ndarray:
-    """(rows, cols) float32 modality values (rescale applied; MONOCHROME1 inverted)."""
-    values = apply_rescale(ds.pixel_array, ds).astype(np.float32)
-    if getattr(ds, "PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
-        values = values.max() + values.min() - values
-    return values
+    """(rows, cols) float32 modality values (rescale applied)."""
+    return apply_rescale(ds.pixel_array, ds).astype(np.float32)
+
+
+def _check_pixels(slices: Sequence[Dataset]) -> str:
+    """The series' photometric interpretation, once every slice is one grey value per pixel.
+
+    Raises:
+        PixelError: colour samples, or slices that disagree on how to read their values.
+    """
+    samples = {int(getattr(ds, "SamplesPerPixel", 1) or 1) for ds in slices}
+    photometric = {str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")) for ds in slices}
+    if samples != {1}:
+        raise PixelError(
+            f"colour images ({max(samples)} samples per pixel, {min(photometric)}) cannot "
+            "be screened: the method needs one grey value per voxel"
+        )
+    if len(photometric) > 1 or not photometric <= {"MONOCHROME1", "MONOCHROME2"}:
+        raise PixelError(
+            f"slices must all be MONOCHROME1 or MONOCHROME2, got {sorted(photometric)}"
+        )
+    return photometric.pop()
 
 
 def series_volume(datasets: Sequence[Dataset]) -> tuple[Volume, list[Dataset]]:
     """The series as a Volume (columns, rows, slices) in RAS, and its instances in slice order.
+    MONOCHROME1 (low values shown bright) is inverted over the whole volume, so that high
+    values are bright as in MONOCHROME2 and every slice keeps the same scale.
 
     Raises:
         GeometryError: too few slices, mixed orientation or size, uneven spacing.
+        PixelError: colour images, or mixed photometric interpretations.
     """
     slices = sort_slices(datasets)
     affine = LPS_TO_RAS @ _affine(slices)
+    photometric = _check_pixels(slices)
     stack = np.stack([_pixels(ds) for ds in slices])  # (slices, rows, cols)
+    if photometric == "MONOCHROME1":
+        stack = stack.max() + stack.min() - stack
     return Volume(np.ascontiguousarray(stack.transpose(2, 1, 0)), affine), slices
