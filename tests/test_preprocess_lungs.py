@@ -1,6 +1,8 @@
 """Lung CT preprocessing: a synthetic chest phantom with known lungs, and the real (abdominal)
 CT series in ../shared/data, which holds only slivers of lung base."""
 
+import os
+
 import numpy as np
 import pydicom
 import pytest
@@ -131,7 +133,9 @@ def test_lungmask_labels_reach_the_right_regions(tmp_path, monkeypatch):
 
     weights = tmp_path / "unet_r231.pth"
     weights.write_bytes(b"")
-    monkeypatch.setattr(cs3f.preprocess.lung_model, "_inferer", lambda path: _SidedLungmask())
+    monkeypatch.setattr(
+        cs3f.preprocess.lung_model, "load_lung_model", lambda path: _SidedLungmask()
+    )
     volume, truth = chest_phantom()
     settings = PreprocessSettings(lung_crop=(96, 128, 160), lung_model=str(weights))
     regions = preprocess_lungs(volume, settings)
@@ -162,6 +166,46 @@ def test_lungmask_weights_load_through_the_same_code(tmp_path):
     for mask in masks.values():
         assert mask.shape == hu.shape and mask.dtype == bool
     assert not (masks["left lung"] & masks["right lung"]).any()
+
+
+class _Payload:
+    """Unpickling this runs code: it writes a marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_crafted_weight_file_never_runs_code(tmp_path, monkeypatch):
+    """lungmask calls torch.load without weights_only, which this variable turns into a full
+    unpickle; the file is still loaded weights-only and refused, and its code never runs."""
+    import torch
+
+    from cs3f.preprocess.lung_model import LungModelError, load_lung_model
+
+    marker = tmp_path / "pwned"
+    crafted = tmp_path / "unet_r231.pth"
+    torch.save({"model": _Payload(marker)}, crafted)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    with pytest.raises(LungModelError, match="plain R231 state dict"):
+        load_lung_model(str(crafted))
+    assert not marker.exists()
+    assert os.environ["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] == "1"  # the environment is restored
+    assert "TORCH_FORCE_WEIGHTS_ONLY_LOAD" not in os.environ
+
+
+def test_a_bad_weight_file_stops_the_run_before_any_work(tmp_path, capsys):
+    from app.__main__ import main
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "models" / "lungmask").mkdir(parents=True)
+    (tmp_path / "models" / "lungmask" / "unet_r231.pth").write_bytes(b"not a checkpoint")
+    out = tmp_path / "out"
+    argv = ["-i", str(tmp_path / "in"), "-o", str(out), "-m", str(tmp_path / "models")]
+    assert main([*argv, "--task", "lung-ct", "--encoder", "pixels"]) == 2
+    assert "unet_r231.pth cannot be loaded" in capsys.readouterr().err and not out.exists()
 
 
 def test_the_app_finds_lungmask_weights_in_the_model_folder(tmp_path):

@@ -7,10 +7,17 @@ Without weights the lung path uses the classical mask of :mod:`cs3f.preprocess.l
 
 R231 works on axial slices of an LPS image and labels 1 = right lung, 2 = left lung; the image
 is handed over as a SimpleITK image with its geometry, so lungmask orients it itself.
+
+The weight file is unpickled with torch's weights-only loader whatever the environment says
+(lungmask calls ``torch.load`` without ``weights_only``, which ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``
+turns into a full unpickle that can run code from a crafted file).
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -21,7 +28,7 @@ import torch
 from cs3f.preprocess.registration import to_sitk
 from cs3f.volume import Volume
 
-__all__ = ["find_weights", "model_lung_masks"]
+__all__ = ["LungModelError", "find_weights", "load_lung_model", "model_lung_masks"]
 
 RIGHT, LEFT = 1, 2
 
@@ -39,11 +46,46 @@ def find_weights(model_folder: Path) -> Path | None:
     return found[0] if found else None
 
 
+class LungModelError(ValueError):
+    """The lungmask weight file cannot be used (not a plain state dict of the R231 U-Net)."""
+
+
+@contextmanager
+def _weights_only_loads() -> Iterator[None]:
+    """Every ``torch.load`` inside runs weights-only, even where the environment forces the
+    opposite (torch reads both variables at each call)."""
+    names = ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+    saved = {name: os.environ.pop(name, None) for name in names}
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            os.environ.pop(name, None)
+            if value is not None:
+                os.environ[name] = value
+
+
 @lru_cache(maxsize=1)
-def _inferer(weights: str):
+def load_lung_model(weights: str):
+    """The lungmask inferer for ``weights``, loaded once per process; call it before any work to
+    refuse a bad file up front.
+
+    Raises:
+        LungModelError: the file does not unpickle weights-only, or is not an R231 state dict.
+    """
     from lungmask import LMInferer
 
-    return LMInferer(modelpath=weights, force_cpu=not torch.cuda.is_available(), tqdm_disable=True)
+    try:
+        with _weights_only_loads():
+            return LMInferer(
+                modelpath=weights, force_cpu=not torch.cuda.is_available(), tqdm_disable=True
+            )
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, KeyError, ...
+        raise LungModelError(
+            f"lungmask weights {Path(weights).name} cannot be loaded as a plain R231 state dict "
+            f"({type(exc).__name__})"
+        ) from exc
 
 
 def model_lung_masks(hu: np.ndarray, affine: np.ndarray, weights: str) -> dict[str, np.ndarray]:
@@ -52,5 +94,5 @@ def model_lung_masks(hu: np.ndarray, affine: np.ndarray, weights: str) -> dict[s
     A side the model did not find gets an empty mask.
     """
     image = sitk.Cast(to_sitk(Volume(np.rint(hu), affine)), sitk.sitkInt16)  # HU as read from DICOM
-    labels = np.asarray(_inferer(str(weights)).apply(image)).T
+    labels = np.asarray(load_lung_model(str(weights)).apply(image)).T
     return {"left lung": labels == LEFT, "right lung": labels == RIGHT}
