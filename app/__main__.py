@@ -21,8 +21,9 @@ os.environ.setdefault("HOLOSCAN_LOG_LEVEL", "WARN")
 from app.settings import TASKS, SettingsError, load_settings, with_lung_weights
 from cs3f import __version__
 from cs3f.encoders import ENCODERS, EncoderError, load_encoder
-from cs3f.io.nifti_io import find_nifti
+from cs3f.io.nifti_io import InputError, input_format
 from cs3f.io.run_folder import OutputFolderError, make_work, prepare_output
+from cs3f.preprocess.lung_model import LungModelError, load_lung_model
 from cs3f.redaction import IDENTIFIERS
 
 LOG = logging.getLogger("cs3f.app")
@@ -127,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
+        kind = input_format(args.input)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
         settings = load_settings(
             args.config,
             args.overrides,
@@ -136,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         settings = with_lung_weights(settings, args.model)
         settings.rules_json()
-    except (SettingsError, OSError) as exc:
+        if settings.task == "lung-ct" and settings.preprocess.lung_model:
+            load_lung_model(settings.preprocess.lung_model)  # a bad file stops the run here
+    except (SettingsError, LungModelError, OSError) as exc:
         print(f"error: settings: {exc}", file=sys.stderr)
         return 2
     try:
@@ -161,7 +169,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     IDENTIFIERS.clear()
     _logging(args.output)
-    input_format = "nifti" if find_nifti(args.input) else "dicom"
     run = {
         "app": "cs3f-screening",
         "app_version": __version__,
@@ -177,15 +184,13 @@ def main(argv: list[str] | None = None) -> int:
         __version__,
         encoder.name,
         settings.task,
-        input_format,
+        kind,
     )
     from app.app import ScreeningApp
 
     work = make_work(args.output)
     try:
-        application = ScreeningApp(
-            args.input, args.output, work, input_format, settings, encoder, run
-        )
+        application = ScreeningApp(args.input, args.output, work, kind, settings, encoder, run)
         application.run()
     finally:
         shutil.rmtree(work, ignore_errors=True)  # patient images never outlive the run

@@ -10,7 +10,7 @@ from pathlib import Path
 from monai.deploy.operators import DICOMSeriesSelectorOperator
 
 from cs3f.io.outputs import StudyRow, study_keys
-from operators.stages import FoundStudy, Ledger, StudiesFound, register
+from operators.stages import FoundStudy, Ledger, StudiesFound, redact, register
 
 
 class SeriesSelectorOperator(DICOMSeriesSelectorOperator):
@@ -27,7 +27,7 @@ class SeriesSelectorOperator(DICOMSeriesSelectorOperator):
         )
 
     def compute(self, op_input, op_output, context):
-        studies, intake = op_input.receive(self.input_name_study_list)
+        studies, intake, series_files = op_input.receive(self.input_name_study_list)
         rules = json.loads(self._rules_json_str)
         ledger = Ledger("dicom", self.work, intake=intake)
         found = StudiesFound(ledger, [])
@@ -57,7 +57,8 @@ class SeriesSelectorOperator(DICOMSeriesSelectorOperator):
             try:
                 selected = self.filter(rules, [study], True, True)
             except Exception as exc:  # noqa: BLE001  (the SDK raises bare errors on odd tags)
-                row.fail("skipped", f"series selection failed: {type(exc).__name__}: {exc}")
+                reason = redact(f"series selection failed: {type(exc).__name__}: {exc}", row)
+                row.fail("skipped", reason)
                 selected = []
             matches = [s.series for sel in selected for s in sel.selected_series]
             if not matches and row.status == "scored":
@@ -69,11 +70,21 @@ class SeriesSelectorOperator(DICOMSeriesSelectorOperator):
             elif matches:
                 found.studies.append(FoundStudy(row, matches[0]))
                 row.series_instance_uid = str(matches[0].SeriesInstanceUID or "")
+                kept = len(matches[0].get_sop_instances())
+                notes = []
                 if len(matches) > 1:
-                    row.reason = (
+                    notes.append(
                         f"{len(matches)} series matched; chose the one with the most "
-                        f"instances ({len(matches[0].get_sop_instances())})"
+                        f"instances ({kept})"
                     )
+                dropped = series_files.get(row.series_instance_uid, kept) - kept
+                if dropped > 0:
+                    row.details["instances_left_out"] = dropped
+                    notes.append(
+                        f"{dropped} of the series' {kept + dropped} instances left out "
+                        "(a second instance at one slice position, or unparsable)"
+                    )
+                row.reason = "; ".join(notes)
         for key, count in zip(keys[len(uids) :], intake["without_study_uid"], strict=True):
             row = StudyRow(key=key, study_instance_uid="")
             row.fail(

@@ -8,16 +8,30 @@ from pathlib import Path
 
 from monai.deploy.operators import DICOMDataLoaderOperator
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 
 LOG = logging.getLogger("cs3f.app")
+UNDEFINED_LENGTH = 0xFFFFFFFF
+
+
+def _ends_early(path: str, header: Dataset) -> bool:
+    """Whether the file ends before its native (uncompressed) pixel data does; compressed pixel
+    data has no declared length, and its fragments are checked when decoded."""
+    raw = header.get_item("PixelData", keep_deferred=True)
+    tell = getattr(raw, "value_tell", None)  # only a raw element knows where its value starts
+    if tell is None or raw.length == UNDEFINED_LENGTH:
+        return False
+    return tell + raw.length > os.path.getsize(path)
 
 
 class StudyLoaderOperator(DICOMDataLoaderOperator):
     """The SDK loader, made safe for real folders: files are listed in sorted order and any file
-    that pydicom cannot parse is skipped and counted (the SDK's own loader only skips some kinds
+    that pydicom cannot parse, or that ends before its pixel data does, is skipped and counted (the SDK's own loader only skips some kinds
     of bad file and would stop the batch on others). Instances without a StudyInstanceUID (which
-    the SDK drops silently) are counted per folder, so they still get a row. Emits
-    ``(studies, intake)``."""
+    the SDK drops silently) are counted per folder, so they still get a row. An empty or
+    malformed SeriesNumber (optional) no longer makes its series disappear. Emits
+    ``(studies, intake, files per SeriesInstanceUID)``; the last lets the selection say how
+    many instances the SDK left out (duplicates at one slice position, unparsable ones)."""
 
     def _list_files(self, path, files):
         for root, dirs, names in os.walk(path):
@@ -26,8 +40,11 @@ class StudyLoaderOperator(DICOMDataLoaderOperator):
                 file = os.path.join(root, name)
                 self.intake["files"] += 1
                 try:
-                    header = dcmread(file, stop_before_pixels=True)
+                    header = dcmread(file, defer_size=256)  # large values stay on disk
+                    truncated = _ends_early(file, header)
                 except Exception:  # noqa: BLE001  (any unparsable file is skipped)
+                    truncated = True
+                if truncated:
                     self.intake["skipped_files"] += 1
                     continue
                 if not str(header.get("StudyInstanceUID", "") or "").strip():
@@ -35,9 +52,24 @@ class StudyLoaderOperator(DICOMDataLoaderOperator):
                     folders[root] = folders.get(root, 0) + 1
                     continue
                 files.append(file)
+                series = str(header.get("SeriesInstanceUID", "") or "")
+                self.series_files[series] = self.series_files.get(series, 0) + 1
+
+    def populate_series_attributes(self, series, sop_instance):
+        """The SDK's, given a header without a SeriesNumber that is not a whole number: the SDK
+        calls int() on it, and when that raises, the series is never added to its study."""
+        number = sop_instance.get("SeriesNumber")
+        try:
+            int(number)
+        except (TypeError, ValueError):
+            if "SeriesNumber" in sop_instance:
+                sop_instance = Dataset(sop_instance)  # shallow: the instance itself is kept
+                del sop_instance.SeriesNumber
+        super().populate_series_attributes(series, sop_instance)
 
     def compute(self, op_input, op_output, context):
         self.intake = {"files": 0, "skipped_files": 0, "without_study_uid": {}}
+        self.series_files: dict[str, int] = {}
         studies = self.load_data_to_studies(Path(self.input_path))
         self.intake["without_study_uid"] = sorted(self.intake["without_study_uid"].values())
         LOG.info(
@@ -46,4 +78,4 @@ class StudyLoaderOperator(DICOMDataLoaderOperator):
             self.intake["skipped_files"],
             len(studies),
         )
-        op_output.emit((studies, dict(self.intake)), self.output_name)
+        op_output.emit((studies, dict(self.intake), dict(self.series_files)), self.output_name)

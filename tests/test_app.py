@@ -2,6 +2,7 @@
 
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import shutil
@@ -16,7 +17,9 @@ from pydicom.uid import generate_uid
 
 from app.__main__ import main
 from cs3f.io.dicom_volume import series_volume
+from cs3f.io.nifti_io import InputError, input_format
 from cs3f_tools.cohort import make_cohort
+from cs3f_tools.cohort_dicom import write_series
 
 FAST = ["--encoder", "pixels", "--set", "preprocess.size=112", "--set", "report_studies=2"]
 
@@ -48,10 +51,11 @@ def _copy_study(source, target, **tags):
 @pytest.fixture(scope="module")
 def messy(tmp_path_factory):
     """6 synthetic studies, plus: a corrupt file, a text file, a second (smaller) candidate
-    series in study 0, a PatientID full of path characters in study 1, a single-component
-    PatientName in study 2, and two copies of study 3, one with a malformed PatientBirthDate and
-    one with a StudyInstanceUID holding '/' and '..'. The run's stderr is kept in
-    ``stderr.txt`` beside ``out``."""
+    series in study 0 with one file truncated, a PatientID full of path characters in study 1,
+    a single-component PatientName in study 2, an empty SeriesNumber in study 4, two instances
+    of study 5 twice (new SOP Instance UIDs, same positions), and two copies of study 3: one
+    with a malformed PatientBirthDate, one with a StudyInstanceUID holding '/' and '..'. The
+    run's stderr is kept in ``stderr.txt`` beside ``out``."""
     root = tmp_path_factory.mktemp("messy")
     make_cohort(root, n_normal=5, n_abnormal=1, seed=3)
     studies = root / "studies"
@@ -65,6 +69,8 @@ def messy(tmp_path_factory):
         ds.SeriesInstanceUID, ds.SOPInstanceUID = series_uid, generate_uid()
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.save_as(extra / f"{n}.dcm")
+    cut = extra / "9.dcm"  # truncated inside its pixel data: skipped and counted
+    cut.write_bytes(cut.read_bytes()[:-100])
     for path in (studies / "001").glob("*.dcm"):
         ds = pydicom.dcmread(path)
         ds.PatientID = "../../evil/..:id"
@@ -73,14 +79,41 @@ def messy(tmp_path_factory):
         ds = pydicom.dcmread(path)
         ds.PatientName, ds.PatientBirthDate = "Kowalczyk", "19700321"
         ds.save_as(path)
+    for n, path in enumerate(sorted((studies / "005").glob("0*.dcm"))[:2]):  # duplicates
+        ds = pydicom.dcmread(path)
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.save_as(studies / "005" / f"duplicate-{n}.dcm")
+    for path in (studies / "004").glob("*.dcm"):  # optional, empty: the series must stay
+        ds = pydicom.dcmread(path)
+        ds.SeriesNumber = ""
+        ds.save_as(path)
     _copy_study(studies / "003", studies / "bad-date", PatientBirthDate="1970-13-45")
     _copy_study(studies / "003", studies / "bad-uid", StudyInstanceUID="1.2.826.0.1/../7")
     out = root / "out"
+    (root / "inputs.json").write_text(json.dumps(_fingerprint(studies)))
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr):
         code = main(["-i", str(studies), "-o", str(out), *FAST])
     (root / "stderr.txt").write_text(stderr.getvalue())
     return code, studies, out
+
+
+def _fingerprint(folder):
+    """Every file under ``folder``: its SHA-256 and modification time (ns)."""
+    return {
+        str(p.relative_to(folder)): [
+            hashlib.sha256(p.read_bytes()).hexdigest(),
+            p.stat().st_mtime_ns,
+        ]
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_the_input_is_never_touched(messy):
+    _, studies, out = messy
+    before = json.loads((out.parent / "inputs.json").read_text())
+    assert _fingerprint(studies) == before  # same files, bytes and modification times
 
 
 def test_outputs_exactly_as_specified(messy):
@@ -123,7 +156,7 @@ def test_outputs_exactly_as_specified(messy):
     for row in report["studies"][:6]:
         brain = row["details"]["preprocessing"]["brain"]
         assert 800 < brain["brain_ml"] < 2500 and brain["registration"]["template_mask_dice"] > 0.7
-    assert run["files"]["skipped_files"] == 2 and run["batch_size"] == 6
+    assert run["files"]["skipped_files"] == 3 and run["batch_size"] == 6  # text, broken, cut
     assert run["files"]["without_study_uid"] == []
     assert any("quality drops" in w for w in run["warnings"])
     assert {"tokenize", "preprocess", "voxel maps", "write outputs"} <= set(run["timings_s"])
@@ -156,6 +189,18 @@ def test_a_series_that_could_not_carry_a_valid_seg_fails_before_preprocessing(me
     assert not any("1970-13-45" in r or "/../" in r for r in reasons)
     studies = json.loads((out / "scores.json").read_text())["studies"]
     assert not any("preprocessing" in r["details"] for r in studies if r["status"] == "failed")
+
+
+def test_left_out_instances_are_said(messy):
+    _, studies, out = messy
+    uid = pydicom.dcmread(next((studies / "005").glob("0*.dcm"))).StudyInstanceUID
+    row = next(r for r in _rows(out) if r["study_instance_uid"] == uid)
+    total = len(list((studies / "005").glob("*.dcm")))
+    assert row["status"] == "scored"
+    assert row["reason"] == (
+        f"2 of the series' {total} instances left out "
+        "(a second instance at one slice position, or unparsable)"
+    )
 
 
 def test_no_identifier_of_any_input_reaches_a_log(messy):
@@ -303,3 +348,19 @@ def test_lung_ct_scores_each_lung_and_maps_back_onto_the_source(tmp_path):
             crop = nib.load(out / "preprocessed" / f"{key}_{side}.nii.gz")
             assert crop.shape == (96, 128, 160)
             assert (out / "preprocessed" / f"{key}_{side}_mask.nii.gz").is_file()
+
+
+def test_a_stray_nifti_beside_dicom_studies_is_refused(tmp_path, capsys):
+    """One .nii.gz at the top of a DICOM folder used to switch the run to NIfTI mode and drop
+    every DICOM study without a row; a mixed folder is now refused before any work."""
+    source = tmp_path / "in"
+    image, affine = np.zeros((12, 10, 8)), np.eye(4)
+    write_series(image, affine, source / "study", {"PatientID": "P"}, uid_seed="stray")
+    assert input_format(source) == "dicom"
+    nib.save(nib.Nifti1Image(image.astype(np.float32), affine), source / "stray.nii.gz")
+    with pytest.raises(InputError, match="1 NIfTI volume"):
+        input_format(source)
+    code, out = _run(tmp_path, source)
+    assert code == 2 and "one kind" in capsys.readouterr().err and not out.exists()
+    shutil.rmtree(source / "study")
+    assert input_format(source) == "nifti"

@@ -11,7 +11,15 @@ import numpy as np
 from cs3f.io.outputs import atomic_path
 from cs3f.volume import Volume
 
-__all__ = ["NIFTI_SUFFIXES", "find_nifti", "load_nifti", "save_nifti", "subject_name"]
+__all__ = [
+    "NIFTI_SUFFIXES",
+    "InputError",
+    "find_nifti",
+    "input_format",
+    "load_nifti",
+    "save_nifti",
+    "subject_name",
+]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -27,6 +35,42 @@ def find_nifti(folder: Path) -> list[Path]:
     return sorted(
         p for p in Path(folder).iterdir() if p.is_file() and p.name.endswith(NIFTI_SUFFIXES)
     )
+
+
+class InputError(ValueError):
+    """The input folder cannot be screened as it is (the message says why)."""
+
+
+def _is_dicom_file(path: Path) -> bool:
+    """A DICOM Part 10 file: ``DICM`` after the 128-byte preamble."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+def input_format(folder: Path) -> str:
+    """``"nifti"`` when the folder holds NIfTI volumes (directly in it), else ``"dicom"``.
+
+    Raises:
+        InputError: the folder holds NIfTI volumes and DICOM files both; screening either kind
+            alone would silently drop the studies of the other.
+    """
+    volumes = find_nifti(folder)
+    if not volumes:
+        return "dicom"
+    named = set(volumes)
+    dicom = next(
+        (p for p in sorted(Path(folder).rglob("*")) if p not in named and _is_dicom_file(p)),
+        None,
+    )
+    if dicom is not None:
+        raise InputError(
+            f"the input holds {len(volumes)} NIfTI volume(s) and DICOM files "
+            f"(e.g. {dicom.relative_to(folder)}); give a folder of one kind"
+        )
+    return "nifti"
 
 
 def load_nifti(path: Path) -> Volume:
