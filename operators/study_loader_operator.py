@@ -26,7 +26,8 @@ def _ends_early(path: str, header: Dataset) -> bool:
 
 class StudyLoaderOperator(DICOMDataLoaderOperator):
     """The SDK loader, made safe for real folders: files are listed in sorted order and any file
-    that pydicom cannot parse, or that ends before its pixel data does, is skipped and counted (the SDK's own loader only skips some kinds
+    that pydicom cannot parse, that belongs to no study and holds no image (a DICOMDIR) or that
+    ends before its pixel data does, is skipped and counted (the SDK's own loader only skips some kinds
     of bad file and would stop the batch on others). Instances without a StudyInstanceUID (which
     the SDK drops silently) are counted per folder, so they still get a row. An empty or
     malformed SeriesNumber (optional) no longer makes its series disappear. Emits
@@ -48,6 +49,9 @@ class StudyLoaderOperator(DICOMDataLoaderOperator):
                     self.intake["skipped_files"] += 1
                     continue
                 if not str(header.get("StudyInstanceUID", "") or "").strip():
+                    if "PixelData" not in header:  # a DICOMDIR index: no study, no image
+                        self.intake["skipped_files"] += 1
+                        continue
                     folders = self.intake["without_study_uid"]
                     folders[root] = folders.get(root, 0) + 1
                     continue

@@ -35,6 +35,18 @@ def _rows(out):
         return list(csv.DictReader(handle))
 
 
+def _write_dicomdir(path):
+    """A DICOMDIR-like index (Media Storage Directory): no StudyInstanceUID, no pixels."""
+    meta = pydicom.dataset.FileMetaDataset()
+    meta.MediaStorageSOPClassUID = pydicom.uid.MediaStorageDirectoryStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.FileSetID = "SCREENING"
+    ds.save_as(path, enforce_file_format=True)
+
+
 def _copy_study(source, target, **tags):
     """A copy of a study with new UIDs and ``tags`` set on every instance."""
     target.mkdir()
@@ -50,16 +62,17 @@ def _copy_study(source, target, **tags):
 
 @pytest.fixture(scope="module")
 def messy(tmp_path_factory):
-    """6 synthetic studies, plus: a corrupt file, a text file, a second (smaller) candidate
-    series in study 0 with one file truncated, a PatientID full of path characters in study 1,
-    a single-component PatientName in study 2, an empty SeriesNumber in study 4, two instances
-    of study 5 twice (new SOP Instance UIDs, same positions), and two copies of study 3: one
-    with a malformed PatientBirthDate, one with a StudyInstanceUID holding '/' and '..'. The
-    run's stderr is kept in ``stderr.txt`` beside ``out``."""
+    """6 synthetic studies, plus: a corrupt file, a text file, a DICOMDIR, a second (smaller)
+    candidate series in study 0 with one file truncated, a PatientID full of path characters
+    in study 1, a single-component PatientName in study 2, an empty SeriesNumber in study 4,
+    two instances of study 5 twice (new SOP Instance UIDs, same positions), and two copies of
+    study 3: one with a malformed PatientBirthDate, one with a StudyInstanceUID holding '/'
+    and '..'. The run's stderr is kept in ``stderr.txt`` beside ``out``."""
     root = tmp_path_factory.mktemp("messy")
     make_cohort(root, n_normal=5, n_abnormal=1, seed=3)
     studies = root / "studies"
     (studies / "notes.txt").write_text("not a DICOM file")
+    _write_dicomdir(studies / "DICOMDIR")
     (studies / "000" / "broken.dcm").write_bytes(b"DICM" + bytes(300))
     extra = studies / "000-extra"
     extra.mkdir()
@@ -156,7 +169,7 @@ def test_outputs_exactly_as_specified(messy):
     for row in report["studies"][:6]:
         brain = row["details"]["preprocessing"]["brain"]
         assert 800 < brain["brain_ml"] < 2500 and brain["registration"]["template_mask_dice"] > 0.7
-    assert run["files"]["skipped_files"] == 3 and run["batch_size"] == 6  # text, broken, cut
+    assert run["files"]["skipped_files"] == 4 and run["batch_size"] == 6  # text, broken, cut, DIR
     assert run["files"]["without_study_uid"] == []
     assert any("quality drops" in w for w in run["warnings"])
     assert {"tokenize", "preprocess", "voxel maps", "write outputs"} <= set(run["timings_s"])
