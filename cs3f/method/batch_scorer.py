@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cs3f.device import DEVICES
 from cs3f.encoders import SliceEncoder
 from cs3f.method.maps import concat_axes, fuse_maps, token_map
 from cs3f.method.pairs import NearestTokens
@@ -37,7 +38,6 @@ __all__ = ["VARIANTS", "BatchScorer", "BatchScores", "ScoringSettings"]
 
 VARIANTS = ("C", "F", "MS")
 FUSIONS = ("score", "feature")
-DEVICES = ("auto", "cpu", "cuda")
 
 StageProgress = Callable[[str, int, int], None]
 """Called as ``progress(stage, done, total)``."""
