@@ -1,7 +1,8 @@
 """Score a cohort with known truth through the library, and evaluate it: the one path that the
 benchmark (``bench/bench_cohort.py``) and the detection quality gate (``tests/``) share.
 
-A research tool beside :mod:`cs3f_tools.cohort` and :mod:`cs3f_tools.evaluate`; the product never imports it.
+A research tool beside :mod:`cs3f_tools.cohort` and :mod:`cs3f_tools.evaluate`; the product
+never imports it.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ class SeriesSelectorOperator(DICOMSeriesSelectorOperator):
         uids = [str(study.StudyInstanceUID or "") for study in studies]
         unnamed = [f"no-study-uid-{n:03d}" for n in range(len(intake["without_study_uid"]))]
         keys = study_keys(uids + unnamed, "study")  # one allocation: no two rows share a key
-        for study, uid, key in zip(studies, uids, keys, strict=False):
+        for study, uid, key in zip(studies, uids, keys[: len(uids)], strict=True):
             row = StudyRow(key=key, study_instance_uid=uid)
             ledger.rows.append(row)
             series = study.get_all_series()

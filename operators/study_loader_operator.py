@@ -27,10 +27,10 @@ def _ends_early(path: str, header: Dataset) -> bool:
 class StudyLoaderOperator(DICOMDataLoaderOperator):
     """The SDK loader, made safe for real folders: files are listed in sorted order and any file
     that pydicom cannot parse, that belongs to no study and holds no image (a DICOMDIR) or that
-    ends before its pixel data does, is skipped and counted (the SDK's own loader only skips some kinds
-    of bad file and would stop the batch on others). Instances without a StudyInstanceUID (which
-    the SDK drops silently) are counted per folder, so they still get a row. An empty or
-    malformed SeriesNumber (optional) no longer makes its series disappear. Emits
+    ends before its pixel data does, is skipped and counted (the SDK's own loader only skips
+    some kinds of bad file and would stop the batch on others). Instances without a
+    StudyInstanceUID (which the SDK drops silently) are counted per folder, so they still get a
+    row. An empty or malformed SeriesNumber (optional) no longer makes its series disappear. Emits
     ``(studies, intake, files per SeriesInstanceUID)``; the last lets the selection say how
     many instances the SDK left out (duplicates at one slice position, unparsable ones)."""
 

@@ -47,6 +47,15 @@ def _write_dicomdir(path):
     ds.save_as(path, enforce_file_format=True)
 
 
+def _retag(folder, **tags):
+    """Set ``tags`` on every instance of the study in ``folder``, in place."""
+    for path in folder.glob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        for keyword, value in tags.items():
+            setattr(ds, keyword, value)
+        ds.save_as(path)
+
+
 def _copy_study(source, target, **tags):
     """A copy of a study with new UIDs and ``tags`` set on every instance."""
     target.mkdir()
@@ -84,22 +93,14 @@ def messy(tmp_path_factory):
         ds.save_as(extra / f"{n}.dcm")
     cut = extra / "9.dcm"  # truncated inside its pixel data: skipped and counted
     cut.write_bytes(cut.read_bytes()[:-100])
-    for path in (studies / "001").glob("*.dcm"):
-        ds = pydicom.dcmread(path)
-        ds.PatientID = "../../evil/..:id"
-        ds.save_as(path)
-    for path in (studies / "002").glob("*.dcm"):  # highdicom warns, quoting a one-part name
-        ds = pydicom.dcmread(path)
-        ds.PatientName, ds.PatientBirthDate = "Kowalczyk", "19700321"
-        ds.save_as(path)
+    _retag(studies / "001", PatientID="../../evil/..:id")
+    # highdicom warns about a one-part PatientName, quoting it
+    _retag(studies / "002", PatientName="Kowalczyk", PatientBirthDate="19700321")
     for n, path in enumerate(sorted((studies / "005").glob("0*.dcm"))[:2]):  # duplicates
         ds = pydicom.dcmread(path)
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         ds.save_as(studies / "005" / f"duplicate-{n}.dcm")
-    for path in (studies / "004").glob("*.dcm"):  # optional, empty: the series must stay
-        ds = pydicom.dcmread(path)
-        ds.SeriesNumber = ""
-        ds.save_as(path)
+    _retag(studies / "004", SeriesNumber="")  # optional, empty: the series must stay
     _copy_study(studies / "003", studies / "bad-date", PatientBirthDate="1970-13-45")
     _copy_study(studies / "003", studies / "bad-uid", StudyInstanceUID="1.2.826.0.1/../7")
     out = root / "out"

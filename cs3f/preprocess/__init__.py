@@ -20,7 +20,8 @@ PREPROCESSORS: dict[str, Callable[[Volume, PreprocessSettings], list[Standardise
     "brain-mri": lambda volume, settings: [preprocess_brain(volume, settings)],
     "lung-ct": preprocess_lungs,
 }
-"""Task -> its preprocessing: the regions of one study (``[brain]``; ``[left lung, right lung]``)."""
+"""Task -> its preprocessing: the regions of one study (``[brain]``; ``[left lung, right
+lung]``)."""
 
 TASKS = tuple(PREPROCESSORS)
 
