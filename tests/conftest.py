@@ -1,9 +1,13 @@
-"""Shared fixtures: small synthetic volumes and a tiny DINOv2 checkpoint saved in HF format."""
+"""Shared fixtures: small synthetic volumes, a tiny DINOv2 checkpoint saved in HF format, and
+single-frame series converted to one multi-frame instance."""
 
 from pathlib import Path
 
+import highdicom as hd
 import numpy as np
+import pydicom
 import pytest
+from highdicom.legacy import LegacyConvertedEnhancedCTImage, LegacyConvertedEnhancedMRImage
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -16,6 +20,26 @@ def smooth_volume(shape, seed, noise=0.02):
     volume = np.clip(base + noise * rng.standard_normal(shape), 0, 1).astype(np.float32)
     mask = (zz**2 + yy**2 + xx**2) < 0.8
     return volume, mask
+
+
+def as_multiframe(datasets, path, order=None, transfer_syntax_uid=None):
+    """The single-frame MR or CT ``datasets`` as one Legacy Converted Enhanced instance
+    (highdicom: per-frame PlanePositionSequence, shared PlaneOrientationSequence,
+    PixelMeasuresSequence and PixelValueTransformationSequence), its frames in ``order``
+    (indices into ``datasets``; default as given), written to ``path`` and read back."""
+    convert = {"CT": LegacyConvertedEnhancedCTImage, "MR": LegacyConvertedEnhancedMRImage}
+    order = range(len(datasets)) if order is None else order
+    enhanced = convert[datasets[0].Modality](
+        [datasets[i] for i in order],
+        series_instance_uid=hd.UID(),
+        series_number=99,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        include_dimension_index=False,  # keeps the frames in the order given
+        transfer_syntax_uid=transfer_syntax_uid,
+    )
+    enhanced.save_as(path)
+    return pydicom.dcmread(path)
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,13 @@
 """DICOM pixels as scanners and PACS send them: every compressed transfer syntax decodes to the
 pixels of the uncompressed original (reference files: pydicom's own test data, PyPI
 ``pydicom-data``) and a compressed series is the same volume; signed, 12-bit and rescaled
-values, MONOCHROME1 and colour are read right or refused with a reason."""
+values, MONOCHROME1 and colour are read right or refused with a reason; a compressed multi-frame
+instance is the same volume too."""
 
 import numpy as np
 import pydicom
 import pytest
+from conftest import as_multiframe
 from pydicom.data import get_testdata_file
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -14,7 +16,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from cs3f.io.dicom_volume import GeometryError, PixelError, series_volume
+from cs3f.io.dicom_volume import PixelError, series_volume
 from cs3f_tools.cohort_dicom import write_series
 
 
@@ -120,9 +122,19 @@ def test_colour_images_are_refused_with_a_reason(tmp_path):
         series_volume(slices)
 
 
-def test_a_multi_frame_object_is_refused_by_name():
-    """An Enhanced MR object (10 frames in one file) is not read yet; the reason says so rather
-    than counting one 'slice'."""
-    enhanced = pydicom.dcmread(get_testdata_file("emri_small.dcm"))
-    with pytest.raises(GeometryError, match="multi-frame instances .e.g. Enhanced MR/CT."):
-        series_volume([enhanced])
+@pytest.mark.parametrize("syntax", [JPEG2000Lossless, JPEGLSLossless, RLELossless])
+def test_a_compressed_multi_frame_instance_is_the_same_volume(tmp_path, syntax):
+    """One multi-frame instance (Legacy Converted Enhanced MR, frames in reverse slice order)
+    decodes frame by frame (highdicom) to the volume of the single-frame series."""
+    image = np.random.default_rng(5).integers(0, 4000, (64, 48, 9)).astype(np.float64)
+    paths = write_series(image, np.eye(4), tmp_path / "raw", {"PatientID": "P"}, uid_seed="mf")
+    series = [pydicom.dcmread(p) for p in paths]
+    reference, _ = series_volume(series)
+    enhanced = as_multiframe(series, tmp_path / "mf.dcm", list(range(9))[::-1])
+    enhanced.compress(syntax)
+    enhanced.save_as(tmp_path / "compressed.dcm")
+    compressed = pydicom.dcmread(tmp_path / "compressed.dcm")
+    assert compressed.file_meta.TransferSyntaxUID == syntax
+    volume, _ = series_volume([compressed])
+    np.testing.assert_array_equal(volume.array, reference.array)
+    np.testing.assert_allclose(volume.affine, reference.affine, atol=1e-6)

@@ -1,26 +1,45 @@
-"""One DICOM series (single-frame instances) -> :class:`~cs3f.volume.Volume` with exact geometry.
+"""One DICOM series -> :class:`~cs3f.volume.Volume` with exact geometry.
 
-The slices are sorted along the slice normal; the affine is built from ImageOrientationPatient,
-ImagePositionPatient and PixelSpacing (row spacing first, as the standard says) and converted from
-DICOM LPS to RAS. Geometry that a single affine cannot describe (mixed orientations, uneven slice
-gaps, missing positions) is refused with a :class:`GeometryError` naming the problem.
+A series is either single-frame instances (one slice each) or one multi-frame instance (Enhanced
+MR/CT, Legacy Converted Enhanced: the frames' geometry in its functional groups).
+
+Single-frame: the slices are sorted along the slice normal; the affine is built from
+ImageOrientationPatient, ImagePositionPatient and PixelSpacing (row spacing first, as the standard
+says). Multi-frame: highdicom reads the volume from each frame's PlanePositionSequence,
+PlaneOrientationSequence and PixelMeasuresSequence (per-frame, else shared functional groups) and
+rescales with PixelValueTransformationSequence; its slices are put in the single-frame order. Both
+are converted from DICOM LPS to RAS. Geometry that a single affine cannot describe (mixed
+orientations, uneven slice gaps, missing positions) is refused with a :class:`GeometryError`
+naming the problem.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_rescale
 
 from cs3f.volume import Volume
 
-__all__ = ["GeometryError", "PixelError", "series_volume", "sort_slices"]
+__all__ = [
+    "GeometryError",
+    "PixelError",
+    "frame_order",
+    "number_of_frames",
+    "series_volume",
+    "slice_count",
+    "sort_slices",
+    "to_source_order",
+]
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 MIN_SLICES = 8
 TOLERANCE_MM = 0.01
+FRAME_GEOMETRY = ("PlanePositionSequence", "PlaneOrientationSequence", "PixelMeasuresSequence")
+"""The functional groups that place a frame; each frame needs all three, its own or shared."""
 
 
 class GeometryError(ValueError):
@@ -31,6 +50,26 @@ class PixelError(ValueError):
     """The series' pixels are not one grey value per voxel on one scale."""
 
 
+def number_of_frames(ds: Dataset) -> int:
+    """Frames in one instance (1 for a single-frame one)."""
+    return int(getattr(ds, "NumberOfFrames", 1) or 1)
+
+
+def slice_count(datasets: Sequence[Dataset]) -> int:
+    """Slices of the volume the series makes: its instances, or the frames of a multi-frame one."""
+    return sum(number_of_frames(ds) for ds in datasets)
+
+
+def _check_count(count: int, what: str) -> None:
+    if count < MIN_SLICES:
+        raise GeometryError(f"{count} {what}; a volume needs at least {MIN_SLICES}")
+
+
+def _normal(cosines: np.ndarray) -> np.ndarray:
+    """(3,) slice normal (row cosine x column cosine) of a (6,) ImageOrientationPatient."""
+    return np.cross(cosines[:3], cosines[3:])
+
+
 def _orientation(ds: Dataset) -> np.ndarray:
     if "ImageOrientationPatient" not in ds or "ImagePositionPatient" not in ds:
         raise GeometryError("an instance lacks ImageOrientationPatient or ImagePositionPatient")
@@ -38,18 +77,15 @@ def _orientation(ds: Dataset) -> np.ndarray:
 
 
 def sort_slices(datasets: Sequence[Dataset]) -> list[Dataset]:
-    """The instances ordered by position along the slice normal (increasing)."""
-    if any(int(getattr(ds, "NumberOfFrames", 1) or 1) != 1 for ds in datasets):
-        raise GeometryError("multi-frame instances (e.g. Enhanced MR/CT) are not supported yet")
-    if len(datasets) < MIN_SLICES:
-        raise GeometryError(f"{len(datasets)} slices; a volume needs at least {MIN_SLICES}")
+    """The single-frame instances ordered by position along the slice normal (increasing)."""
+    _check_count(len(datasets), "slices")
     first = _orientation(datasets[0])
     for ds in datasets:
         if np.abs(_orientation(ds) - first).max() > 1e-4:
             raise GeometryError("slices have different ImageOrientationPatient")
         if (ds.Rows, ds.Columns) != (datasets[0].Rows, datasets[0].Columns):
             raise GeometryError("slices have different Rows/Columns")
-    normal = np.cross(first[:3], first[3:])
+    normal = _normal(first)
     return sorted(datasets, key=lambda ds: float(np.dot(normal, ds.ImagePositionPatient)))
 
 
@@ -72,9 +108,90 @@ def _affine(slices: Sequence[Dataset]) -> np.ndarray:
     return affine
 
 
-def _pixels(ds: Dataset) -> np.ndarray:
-    """(rows, cols) float32 modality values (rescale applied)."""
-    return apply_rescale(ds.pixel_array, ds).astype(np.float32)
+def _single_frame_stack(slices: Sequence[Dataset]) -> tuple[np.ndarray, np.ndarray]:
+    """(slices, rows, cols) float32 modality values (rescale applied) and the LPS affine."""
+    affine = _affine(slices)
+    return np.stack([apply_rescale(ds.pixel_array, ds).astype(np.float32) for ds in slices]), affine
+
+
+def _frame_items(ds: Dataset, keyword: str) -> list[Dataset | None]:
+    """The item of functional group ``keyword`` for each frame: its own, else the shared one."""
+    shared = (ds.get("SharedFunctionalGroupsSequence") or [Dataset()])[0]
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or [Dataset()] * number_of_frames(ds)
+    return [((own if keyword in own else shared).get(keyword) or [None])[0] for own in per_frame]
+
+
+def _multiframe_instance(datasets: Sequence[Dataset]) -> list[Dataset]:
+    """``datasets`` if it is one multi-frame instance whose every frame is placed in space.
+
+    Raises:
+        GeometryError: several instances, too few frames, or frames without a position,
+            orientation or pixel spacing (named).
+    """
+    if len(datasets) != 1:
+        raise GeometryError(
+            f"{len(datasets)} instances, some multi-frame: a series is read as single-frame "
+            "instances or as one multi-frame instance"
+        )
+    ds = datasets[0]
+    _check_count(number_of_frames(ds), "frames")
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame is not None and len(per_frame) != number_of_frames(ds):
+        raise GeometryError(
+            f"PerFrameFunctionalGroupsSequence has {len(per_frame)} items for "
+            f"{number_of_frames(ds)} frames"
+        )
+    missing = [k for k in FRAME_GEOMETRY if any(item is None for item in _frame_items(ds, k))]
+    if missing:
+        raise GeometryError(
+            f"the multi-frame instance has no {', '.join(missing)} for its frames (neither "
+            "per-frame nor shared functional groups): they cannot be placed in space"
+        )
+    return list(datasets)
+
+
+def _multiframe_stack(slices: Sequence[Dataset]) -> tuple[np.ndarray, np.ndarray]:
+    """(slices, rows, cols) float32 modality values of the one multi-frame instance in
+    ``slices`` (PixelValueTransformationSequence applied, no real-world value map) and the LPS
+    affine for (column, row, slice), slices in :func:`frame_order`."""
+    view = Dataset(slices[0])  # shallow: highdicom re-classes the dataset it is given
+    view.file_meta = slices[0].file_meta
+    image = hd.Image.from_dataset(view, copy=False)
+    try:
+        volume = image.get_volume(
+            dtype=np.float32,
+            apply_real_world_transform=False,
+            apply_voi_transform=False,
+            apply_presentation_lut=False,  # MONOCHROME1 is inverted as for single-frame
+            apply_palette_color_lut=False,
+            apply_icc_profile=False,
+        )
+    except RuntimeError as exc:  # highdicom names the geometry it could not stack
+        raise GeometryError(f"the frames do not form one regular grid: {exc}") from exc
+    stack, affine = volume.array, volume.affine[:, [2, 1, 0, 3]]  # (slice, row, col) -> ours
+    if np.dot(np.cross(affine[:3, 0], affine[:3, 1]), affine[:3, 2]) < 0:
+        affine[:3, 3] += (len(stack) - 1) * affine[:3, 2]  # slices along the normal, increasing
+        affine[:3, 2] *= -1
+        stack = stack[::-1]
+    return stack, affine
+
+
+def frame_order(ds: Dataset) -> np.ndarray:
+    """(frames,) zero-based frame indices of a multi-frame instance in slice order: by position
+    along the slice normal (increasing), as :func:`series_volume` stacks them."""
+    cosines = np.asarray(_frame_items(ds, "PlaneOrientationSequence")[0].ImageOrientationPatient)
+    positions = [item.ImagePositionPatient for item in _frame_items(ds, "PlanePositionSequence")]
+    return np.argsort(np.asarray(positions, dtype=np.float64) @ _normal(cosines), kind="stable")
+
+
+def to_source_order(slices: Sequence[Dataset], stack: np.ndarray) -> np.ndarray:
+    """``stack`` (slices, ...) in slice order -> in the source's order: the instances ``slices``
+    as :func:`series_volume` returns them, or the frames of one multi-frame instance."""
+    if len(slices) != 1 or number_of_frames(slices[0]) == 1:
+        return stack
+    ordered = np.empty_like(stack)
+    ordered[frame_order(slices[0])] = stack
+    return ordered
 
 
 def _check_pixels(slices: Sequence[Dataset]) -> str:
@@ -98,18 +215,22 @@ def _check_pixels(slices: Sequence[Dataset]) -> str:
 
 
 def series_volume(datasets: Sequence[Dataset]) -> tuple[Volume, list[Dataset]]:
-    """The series as a Volume (columns, rows, slices) in RAS, and its instances in slice order.
+    """The series as a Volume (columns, rows, slices) in RAS, and its instances in slice order
+    (for one multi-frame instance: that instance; :func:`frame_order` orders its frames).
     MONOCHROME1 (low values shown bright) is inverted over the whole volume, so that high
     values are bright as in MONOCHROME2 and every slice keeps the same scale.
 
     Raises:
-        GeometryError: too few slices, mixed orientation or size, uneven spacing.
+        GeometryError: too few slices, mixed orientation or size, uneven spacing, frames
+            without geometry.
         PixelError: colour images, or mixed photometric interpretations.
     """
-    slices = sort_slices(datasets)
-    affine = LPS_TO_RAS @ _affine(slices)
+    if any(number_of_frames(ds) > 1 for ds in datasets):
+        slices, read = _multiframe_instance(datasets), _multiframe_stack
+    else:
+        slices, read = sort_slices(datasets), _single_frame_stack
     photometric = _check_pixels(slices)
-    stack = np.stack([_pixels(ds) for ds in slices])  # (slices, rows, cols)
+    stack, affine = read(slices)
     if photometric == "MONOCHROME1":
         stack = stack.max() + stack.min() - stack
-    return Volume(np.ascontiguousarray(stack.transpose(2, 1, 0)), affine), slices
+    return Volume(np.ascontiguousarray(stack.transpose(2, 1, 0)), LPS_TO_RAS @ affine), slices
