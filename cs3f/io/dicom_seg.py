@@ -12,6 +12,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
 from cs3f import __version__
+from cs3f.io.dicom_volume import number_of_frames, slice_count, to_source_order
 from cs3f.io.outputs import atomic_path
 
 __all__ = ["MANUFACTURER", "SourceError", "anomaly_segmentation", "check_source", "save"]
@@ -66,13 +67,32 @@ def check_source(source_slices: Sequence[Dataset]) -> None:
             f"{', '.join(sorted(bad))} of the source would not validate in a DICOM SEG; correct "
             "it at the source (the value is not repeated here)"
         )
-    shape = (source_slices[0].Columns, source_slices[0].Rows, len(source_slices))
+    shape = (source_slices[0].Columns, source_slices[0].Rows, slice_count(source_slices))
     try:
         anomaly_segmentation(source_slices, np.zeros(shape, bool), "check", 0.0)
     except Exception as exc:  # any failure here would have failed the SEG at the end
         raise SourceError(
             f"a DICOM SEG cannot be built on this series ({type(exc).__name__})"
         ) from exc
+
+
+def _shared_orientation(source_slices: Sequence[Dataset]) -> list[Dataset]:
+    """The source as highdicom's SEG takes it: highdicom looks for a multi-frame source's
+    orientation in its shared functional groups only, so one that each frame carries (as some
+    scanners write it; one orientation for all, as the reader checked) is put there, on a copy
+    that shares the elements. The source itself is unchanged."""
+    source = source_slices[0]
+    shared = source.get("SharedFunctionalGroupsSequence") or [Dataset()]
+    if number_of_frames(source) == 1 or "PlaneOrientationSequence" in shared[0]:
+        return list(source_slices)
+    first = source.PerFrameFunctionalGroupsSequence[0]
+    groups = Dataset(dict(shared[0].items()))  # new element dicts, the source's elements
+    groups.PlaneOrientationSequence = first.PlaneOrientationSequence
+    view = Dataset(dict(source.items()))
+    view.pop("SharedFunctionalGroupsSequence", None)  # set in place, the source's would change
+    view.SharedFunctionalGroupsSequence = [groups]
+    view.file_meta = source.file_meta
+    return [view]
 
 
 def anomaly_segmentation(
@@ -83,14 +103,18 @@ def anomaly_segmentation(
     series_number: int = 9901,
 ) -> hd.seg.Segmentation:
     """The SEG for ``mask`` (columns, rows, slices) of a series whose instances are ``source_slices``
-    in slice order (as :func:`cs3f.io.dicom_volume.series_volume` returns them).
+    in slice order, or one multi-frame instance (as :func:`cs3f.io.dicom_volume.series_volume`
+    returns them). The SEG's frames follow the source's (instances, or frames of the multi-frame
+    instance), so that each references the source frame it lies on.
 
     The segment is SNOMED CT "Morphologically abnormal structure" / "Lesion", automatic, and its
     algorithm identification names CS3F, this version, the encoder and the voxel threshold.
     """
     frames = np.ascontiguousarray(mask.transpose(2, 1, 0)).astype(bool)
-    if frames.shape != (len(source_slices), source_slices[0].Rows, source_slices[0].Columns):
-        raise ValueError(f"mask {mask.shape} does not fit the {len(source_slices)} source slices")
+    count = slice_count(source_slices)
+    if frames.shape != (count, source_slices[0].Rows, source_slices[0].Columns):
+        raise ValueError(f"mask {mask.shape} does not fit the {count} source slices")
+    frames = to_source_order(source_slices, frames)
     algorithm = hd.AlgorithmIdentificationSequence(
         name="CS3F zero-shot cross-subject anomaly scoring",
         family=codes.cid7162.ArtificialIntelligence,
@@ -106,7 +130,7 @@ def anomaly_segmentation(
         algorithm_identification=algorithm,
     )
     return hd.seg.Segmentation(
-        source_images=list(source_slices),
+        source_images=_shared_orientation(source_slices),
         pixel_array=frames,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[segment],
