@@ -9,22 +9,27 @@ from pathlib import Path
 
 from monai.deploy.operators import DICOMSeriesSelectorOperator
 
+from cs3f.io.dicom_volume import slice_count
 from cs3f.io.outputs import StudyRow, study_keys
 from operators.stages import FoundStudy, Ledger, StudiesFound, redact, register
+
+
+def _slices(series) -> int:
+    """Slices of an SDK series: its instances, or the frames of a multi-frame instance."""
+    return slice_count([s.get_native_sop_instance() for s in series.get_sop_instances()])
 
 
 class SeriesSelectorOperator(DICOMSeriesSelectorOperator):
     """The SDK selector applied study by study, so that every study gets a row.
 
-    Where several series match, the one with the most instances wins and the row says so.
+    Where several series match, the one with the most slices wins (instances, or the frames of a
+    multi-frame instance) and the row says so.
     Input ``(studies, intake)`` from the study loader; output :class:`StudiesFound`.
     """
 
     def __init__(self, fragment, *args, work: Path, **kwargs):
         self.work = work
-        super().__init__(
-            fragment, *args, all_matched=True, sort_by_sop_instance_count=True, **kwargs
-        )
+        super().__init__(fragment, *args, all_matched=True, **kwargs)
 
     def compute(self, op_input, op_output, context):
         studies, intake, series_files = op_input.receive(self.input_name_study_list)
@@ -55,12 +60,13 @@ class SeriesSelectorOperator(DICOMSeriesSelectorOperator):
                     *(s.SeriesInstanceUID for s in series),
                 )
             try:
-                selected = self.filter(rules, [study], True, True)
+                selected = self.filter(rules, [study], all_matched=True)
             except Exception as exc:  # noqa: BLE001  (the SDK raises bare errors on odd tags)
                 reason = redact(f"series selection failed: {type(exc).__name__}: {exc}", row)
                 row.fail("skipped", reason)
                 selected = []
             matches = [s.series for sel in selected for s in sel.selected_series]
+            matches.sort(key=_slices, reverse=True)  # stable: ties keep the study's order
             if not matches and row.status == "scored":
                 row.fail(
                     "skipped",
@@ -75,7 +81,7 @@ class SeriesSelectorOperator(DICOMSeriesSelectorOperator):
                 if len(matches) > 1:
                     notes.append(
                         f"{len(matches)} series matched; chose the one with the most "
-                        f"instances ({kept})"
+                        f"slices ({_slices(matches[0])})"
                     )
                 dropped = series_files.get(row.series_instance_uid, kept) - kept
                 if dropped > 0:

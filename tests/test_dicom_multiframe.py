@@ -1,9 +1,10 @@
 """Multi-frame instances (Enhanced MR/CT, Legacy Converted Enhanced) read as volumes: geometry and
 values agree with dcm2niix and with the single-frame series they were made from (highdicom's
 legacy conversion), whatever the frame order; the single-frame checks apply; frames without
-geometry are refused naming what is missing."""
+geometry are refused naming what is missing; the app picks and reads a multi-frame series."""
 
 import copy
+import json
 import shutil
 import subprocess
 
@@ -15,6 +16,7 @@ from conftest import SHARED_DATA, as_multiframe
 from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from app.__main__ import main
 from cs3f.io import dicom_volume
 from cs3f.io.dicom_volume import (
     GeometryError,
@@ -233,3 +235,19 @@ def test_colour_frames_are_refused_before_decoding(enhanced):
     enhanced.SamplesPerPixel, enhanced.PhotometricInterpretation = 3, "RGB"
     with pytest.raises(PixelError, match="colour images .3 samples per pixel, RGB."):
         series_volume([enhanced])
+
+
+def test_the_app_picks_and_reads_a_multi_frame_series(series, tmp_path):
+    """One study, two matching series: 9 slices in one multi-frame instance and 4 single-frame
+    instances. The series of most slices (not instances) is chosen and read; the batch of one
+    study then stops before preprocessing, so this runs in seconds."""
+    study = tmp_path / "in" / "study"
+    study.mkdir(parents=True)
+    enhanced = as_multiframe(series, study / "enhanced.dcm", SHUFFLED)  # a series of its own
+    for n, ds in enumerate(series[:4]):
+        ds.save_as(study / f"single-{n}.dcm")
+    out = tmp_path / "out"
+    assert main(["-i", str(tmp_path / "in"), "-o", str(out), "--encoder", "pixels"]) == 1
+    (row,) = json.loads((out / "scores.json").read_text())["studies"]
+    assert row["series_instance_uid"] == enhanced.SeriesInstanceUID
+    assert row["reason"] == "batch too small to score"  # read, with a SEG it could carry
