@@ -96,13 +96,24 @@ def load_sources(ms_folder: Path | None = None) -> Sources:
 
 
 def _donor(name: str, t1: np.ndarray, lesions: np.ndarray) -> tuple[Donor, np.ndarray]:
-    """The lesions' intensity relative to the tissue around them (normalised convolution), and
-    the T1 with its lesions replaced by that surrounding tissue (a lesion-free brain)."""
-    tissue = (t1 > 0) & ~ndimage.binary_dilation(lesions)
-    weight = ndimage.gaussian_filter(tissue.astype(np.float32), 2.0)
-    around = ndimage.gaussian_filter(t1 * tissue, 2.0) / np.maximum(weight, 1e-3)
+    """The lesions' intensity relative to the white matter around them (normalised convolution,
+    6 mm), and the T1 with its lesions replaced by that white matter (a lesion-free brain).
+
+    White matter is the tissue above the brain's 60th intensity percentile (T1: the brightest
+    class). Averaging all surrounding tissue instead pulled in the CSF of the ventricles that
+    periventricular lesions touch: the filled lesions were 10 % (patient07) and 24 % (patient19)
+    darker than the white matter beside them, a lesion-shaped hotspot in every copy.
+    """
+    brain = t1 > 0
+    level = np.percentile(t1[brain & ~lesions], 60)
+    tissue = brain & ~ndimage.binary_dilation(lesions) & (t1 > level)
+    weight = ndimage.gaussian_filter(tissue.astype(np.float32), 3.0)
+    around = ndimage.gaussian_filter(t1 * tissue, 3.0) / np.maximum(weight, 1e-3)
     inside = lesions & (weight > 0.05)
     ratio = np.where(inside, t1 / np.maximum(around, 1e-6), 1.0)
     labels, _ = ndimage.label(lesions, ndimage.generate_binary_structure(3, 2))
-    healed = np.where(ndimage.binary_dilation(lesions) & (t1 > 0), around, t1)
+    # the lesions and their partial-volume rim; CSF in the rim (under half the white matter's
+    # intensity, as T1 shows it) stays CSF
+    rim = ndimage.binary_dilation(lesions) & brain & (t1 > 0.5 * around)
+    healed = np.where(lesions | rim, around, t1)
     return Donor(name, np.clip(ratio, 0.2, 3.0).astype(np.float32), labels), healed

@@ -77,12 +77,12 @@ def test_hosts_are_individuals_with_colin27_and_healed_ms_subjects_when_installe
     for donor, brain in zip(sources.donors, sources.brains[1:], strict=True):
         inside = donor.labels > 0
         assert np.all(donor.ratio[~inside] == 1) and np.median(donor.ratio[inside]) != 1
-        # in-painted: inside its lesions the host brain is about as bright as the tissue around
-        # them (measured 0.93 for patient07, 0.84 for patient19: the in-painting averages in the
-        # CSF of the ventricles that periventricular lesions touch; bench/RESULTS.md)
+        # in-painted from white matter: inside its lesions the host brain is as bright as the
+        # white matter around them (measured 1.00 for patient07, 0.98 for patient19; filled from
+        # all tissue, CSF included, they were 0.90 and 0.76, bench/RESULTS.md)
         ring = ndimage.binary_dilation(inside, iterations=3) & ~ndimage.binary_dilation(inside)
-        ring &= brain.mask
-        assert abs(np.median(brain.image[inside]) / np.median(brain.image[ring]) - 1) < 0.2
+        ring &= brain.mask & (brain.image > np.percentile(brain.image[brain.mask], 60))
+        assert abs(np.median(brain.image[inside]) / np.median(brain.image[ring]) - 1) < 0.05
         assert 0.75 < brain.size < 0.95  # native-sized brains, smaller than MNI152
 
 
