@@ -22,7 +22,7 @@ from app.settings import TASKS, SettingsError, load_settings, with_lung_weights
 from cs3f import __version__
 from cs3f.encoders import ENCODERS, EncoderError, load_encoder
 from cs3f.io.nifti_io import InputError, input_format
-from cs3f.io.run_folder import OutputFolderError, make_work, prepare_output
+from cs3f.io.run_folder import OutputFolderError, make_work, prepare_output, watch_work
 from cs3f.preprocess.lung_model import LungModelError, load_lung_model
 from cs3f.redaction import IDENTIFIERS
 
@@ -189,11 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     from app.app import ScreeningApp
 
     work = make_work(args.output)
+    watcher = watch_work(work)  # removes the work folder however this process ends
     try:
         application = ScreeningApp(args.input, args.output, work, kind, settings, encoder, run)
         application.run()
     finally:
         shutil.rmtree(work, ignore_errors=True)  # patient images never outlive the run
+        os.close(watcher)
     written = application.report.result if application.report else None
     if written is None:
         LOG.error("the run stopped before writing its results")

@@ -5,6 +5,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -82,3 +84,48 @@ def test_the_next_run_cleans_up_after_a_sigkill(tmp_path):
     ]
     assert main(["-i", str(source), "-o", str(out), "--encoder", "pixels"]) == 2
     assert main(["-i", str(source), "-o", str(out), "--encoder", "pixels", "--overwrite"]) == 1
+
+
+def test_a_terminated_run_leaves_no_patient_images(tmp_path):
+    """SIGTERM (a scheduler, ``docker stop``) mid-run: Holoscan's handler forces the process out
+    after 3 s, past any ``finally``; the watcher removes the work folder anyway."""
+    from cs3f_tools.cohort import make_cohort
+
+    make_cohort(tmp_path / "cohort", n_normal=2, n_abnormal=0, seed=5)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "app", "-i", str(tmp_path / "cohort" / "studies")]
+    command += ["-o", str(out), "--encoder", "pixels", "--set", "preprocess.size=112"]
+    child = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[1])
+    deadline = time.monotonic() + 300
+    while not list(out.glob(".work-*/studies/*/*.npy")):  # patient arrays on disk
+        assert child.poll() is None and time.monotonic() < deadline, "no work files appeared"
+        time.sleep(0.2)
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(timeout=60) != 0
+    deadline = time.monotonic() + 10
+    while list(out.glob(".work-*")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not list(out.glob(".work-*"))
+
+
+def test_the_watcher_removes_the_work_of_a_killed_process(tmp_path):
+    """SIGKILL: no code of the run runs at all, the watcher still removes its work folder."""
+    script = (
+        "import sys, time; from pathlib import Path; from cs3f.io.run_folder import make_work, "
+        "watch_work; work = make_work(Path(sys.argv[1])); watch_work(work); "
+        "(work / 'image.npy').write_bytes(b'x'); print(work, flush=True); time.sleep(60)"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)],
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    work = Path(child.stdout.readline().strip())
+    assert (work / "image.npy").is_file()
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    deadline = time.monotonic() + 10
+    while work.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not work.exists()

@@ -3,22 +3,36 @@
 A run writes only the documented outputs (:data:`OUTPUTS`) into its output folder, refuses a
 folder that already holds results unless told to replace them, and keeps its scratch data
 (memmaps of patient images, tokens, maps) in ``OUT/.work-<random>/``, which it removes on every
-exit path it controls. A run killed outright (SIGKILL, power loss) cannot clean up: the next
-run into the same folder removes the work folders whose process is gone.
+exit path it controls. For the paths it does not control (SIGTERM, on which Holoscan's own
+handler forces the process out after 3 s; SIGKILL; a crash in native code) a watcher process
+removes the folder the moment the run's process ends (:func:`watch_work`). Only where the
+watcher dies too (power loss, a container torn down whole) does a folder survive; the next run
+into the same folder removes the work folders whose process is gone.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["OUTPUTS", "OutputFolderError", "make_work", "prepare_output", "remove_dead_work"]
+__all__ = [
+    "OUTPUTS",
+    "OutputFolderError",
+    "make_work",
+    "prepare_output",
+    "remove_dead_work",
+    "watch_work",
+]
 
 OUTPUTS = ("scores.csv", "scores.json", "report.html", "run.log", "seg", "maps", "preprocessed")
 WORK_PREFIX = ".work-"
 OWNER = "pid"  # the file in a work folder that names the process owning it
+# blocks on a pipe whose only writer is the run's process: end of file = the run has ended
+_WATCHER = "import os, shutil, sys; os.read(int(sys.argv[1]), 1); shutil.rmtree(sys.argv[2], True)"
 
 
 class OutputFolderError(ValueError):
@@ -90,3 +104,24 @@ def make_work(output: Path) -> Path:
     work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=output))
     (work / OWNER).write_text(str(os.getpid()), encoding="utf-8")
     return work
+
+
+def watch_work(work: Path) -> int:
+    """Start a process that removes ``work`` as soon as this process ends, however it ends.
+
+    It waits on a pipe whose write end only this process holds (not inherited by children), so
+    the kernel wakes it at this process's exit, crash and SIGKILL included. It runs in its own
+    session, so a Ctrl-C or a signal to the run's process group does not stop it. Returns the
+    pipe's write end; closing it (or exiting) lets the watcher remove the folder.
+    """
+    read, write = os.pipe()
+    subprocess.Popen(
+        [sys.executable, "-c", _WATCHER, str(read), str(work)],
+        pass_fds=(read,),
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(read)
+    return write
