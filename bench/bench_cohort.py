@@ -6,7 +6,8 @@
         --encoder histogram filterbank gabor pixels --only "three axes, d=128, B=all"
 
 Every study is read and preprocessed once with the library calls the app's operators make
-(DICOM series -> volume -> brain preprocessing) and cached in ``<cohort>/standard/``. Then each
+(DICOM series -> volume -> brain preprocessing), cached in ``<cohort>/registered/`` before
+the intensity standardisation, which is redone at every load. Then each
 configuration, for each ``--encoder`` (default ``histogram``; ``dinov2`` takes ``--model``),
 tokenises, scores, maps back onto the source grid and is evaluated with
 :func:`cs3f_tools.evaluate.metrics_of` against ``<cohort>/truth``, with the AUROC of each base brain
@@ -42,23 +43,28 @@ from cs3f.encoders import load_encoder
 from cs3f.io.dicom_volume import series_volume
 from cs3f.io.nifti_io import load_nifti
 from cs3f.method.tokens import TokenSettings
-from cs3f.preprocess import preprocess
+from cs3f.preprocess.brain import preprocess_brain
+from cs3f.preprocess.intensity import load_landmarks, nyul_unit
 from cs3f.preprocess.standard_space import GridTransform, PreprocessingFailed, PreprocessSettings
 from cs3f_tools.cohort_eval import CohortStudy, score_cohort
 from cs3f_tools.evaluate import read_groups, read_labels
 
 
 def _standardise(folder: Path, cache: Path) -> tuple[str, np.ndarray, np.ndarray, GridTransform]:
-    """A study's standard-space volume, preprocessed once and cached (a failure too, as
-    ``<name>.failed`` holding the reason)."""
+    """A study's standard-space volume. The expensive part (registration, brain extraction, bias
+    correction) is done once and cached before intensity standardisation, as ``<name>.npz`` (a
+    failure too, as ``<name>.failed`` holding the reason); Nyul standardisation, a second, runs
+    at every load, so a change to it needs no new registration. Same calls and values as
+    :func:`cs3f.preprocess.preprocess` for brain MRI."""
     path, failure = cache / f"{folder.name}.npz", cache / f"{folder.name}.failed"
     if failure.is_file():
         raise PreprocessingFailed(failure.read_text(encoding="utf-8"))
+    settings = PreprocessSettings()
     if not path.is_file():
         volume, slices = series_volume([pydicom.dcmread(p) for p in sorted(folder.iterdir())])
         cache.mkdir(parents=True, exist_ok=True)
         try:
-            region = preprocess(volume, "brain-mri", PreprocessSettings())[0]
+            region = preprocess_brain(volume, settings, standardise_intensity=False)
         except PreprocessingFailed as exc:
             failure.write_text(str(exc), encoding="utf-8")
             raise
@@ -66,7 +72,7 @@ def _standardise(folder: Path, cache: Path) -> tuple[str, np.ndarray, np.ndarray
         np.savez(
             path,
             uid=slices[0].StudyInstanceUID,
-            volume=region.volume.astype(np.float16),
+            volume=region.volume,
             mask=np.packbits(region.mask),
             source=np.r_[t.source_shape, t.target_shape],
             source_affine=t.source_affine,
@@ -75,10 +81,12 @@ def _standardise(folder: Path, cache: Path) -> tuple[str, np.ndarray, np.ndarray
     data = np.load(path)
     source_shape, target_shape = tuple(data["source"][:3]), tuple(data["source"][3:])
     mask = np.unpackbits(data["mask"], count=int(np.prod(target_shape))).reshape(target_shape)
+    mask = mask.astype(bool)
     transform = GridTransform(
         source_shape, data["source_affine"], target_shape, data["target_affine"]
     )
-    return str(data["uid"]), data["volume"].astype(np.float32), mask.astype(bool), transform
+    volume = nyul_unit(data["volume"], mask, load_landmarks(settings.landmarks))
+    return str(data["uid"]), volume, mask, transform
 
 
 def load_studies(cohort: Path) -> tuple[list[CohortStudy], list[str]]:
@@ -89,7 +97,7 @@ def load_studies(cohort: Path) -> tuple[list[CohortStudy], list[str]]:
     for n, folder in enumerate(folders, start=1):
         start = time.perf_counter()
         try:
-            uid, volume, mask, transform = _standardise(folder, cohort / "standard")
+            uid, volume, mask, transform = _standardise(folder, cohort / "registered")
         except PreprocessingFailed as exc:
             failed.append(f"{folder.name}: {exc}")
             continue

@@ -16,7 +16,8 @@ also insensitive to the few millimetres of misalignment an affine registration l
 
 Three encoders share this machinery and differ only in their responses:
 
-- ``histogram``: the intensity alone (16 bins).
+- ``histogram``: the intensity alone (32 bins over [0, 1]: 16 over the normal brain's range,
+  16 above it for hyper-intensities, see :mod:`cs3f.preprocess.intensity`).
 - ``filterbank``: intensity, plus Gaussian-smoothed intensity (sigma 2 and 4 px), scale-normalised
   gradient magnitude (sigma 1 and 2 px) and Laplacian of Gaussian (sigma 2 and 4 px), 8 bins each.
 - ``gabor``: intensity, plus the modulus of complex Gabor (Morlet-like) responses at two scales
@@ -137,7 +138,7 @@ def _laplacian(sigma: float) -> Callable[[Callable[[float], torch.Tensor]], torc
     return compute
 
 
-INTENSITY = Response("intensity", _intensity, 0.0, 1.0, 16)
+INTENSITY = Response("intensity", _intensity, 0.0, 1.0, 32)  # 16 over the normal brain's range
 
 
 def filterbank_responses() -> tuple[Response, ...]:
