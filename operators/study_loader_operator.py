@@ -10,6 +10,8 @@ from monai.deploy.operators import DICOMDataLoaderOperator
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
+from cs3f.io.dicom_volume import shallow_copy
+
 LOG = logging.getLogger("cs3f.app")
 UNDEFINED_LENGTH = 0xFFFFFFFF
 
@@ -67,7 +69,7 @@ class StudyLoaderOperator(DICOMDataLoaderOperator):
             int(number)
         except (TypeError, ValueError):
             if "SeriesNumber" in sop_instance:
-                sop_instance = Dataset(sop_instance)  # shallow: the instance itself is kept
+                sop_instance = shallow_copy(sop_instance)  # the instance itself keeps it
                 del sop_instance.SeriesNumber
         super().populate_series_attributes(series, sop_instance)
 

@@ -12,7 +12,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
 from cs3f import __version__
-from cs3f.io.dicom_volume import number_of_frames, slice_count, to_source_order
+from cs3f.io.dicom_volume import number_of_frames, shallow_copy, slice_count, to_source_order
 from cs3f.io.outputs import atomic_path
 
 __all__ = ["MANUFACTURER", "SourceError", "anomaly_segmentation", "check_source", "save"]
@@ -86,12 +86,11 @@ def _shared_orientation(source_slices: Sequence[Dataset]) -> list[Dataset]:
     if number_of_frames(source) == 1 or "PlaneOrientationSequence" in shared[0]:
         return list(source_slices)
     first = source.PerFrameFunctionalGroupsSequence[0]
-    groups = Dataset(dict(shared[0].items()))  # new element dicts, the source's elements
+    groups = shallow_copy(shared[0])
     groups.PlaneOrientationSequence = first.PlaneOrientationSequence
-    view = Dataset(dict(source.items()))
+    view = shallow_copy(source)
     view.pop("SharedFunctionalGroupsSequence", None)  # set in place, the source's would change
     view.SharedFunctionalGroupsSequence = [groups]
-    view.file_meta = source.file_meta
     return [view]
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "frame_order",
     "number_of_frames",
     "series_volume",
+    "shallow_copy",
     "slice_count",
     "sort_slices",
     "to_source_order",
@@ -48,6 +49,16 @@ class GeometryError(ValueError):
 
 class PixelError(ValueError):
     """The series' pixels are not one grey value per voxel on one scale."""
+
+
+def shallow_copy(ds: Dataset) -> Dataset:
+    """A dataset with its own element dict holding ``ds``'s elements (and ``file_meta``): adding
+    or removing elements leaves ``ds`` as it is (``Dataset(ds)`` would share the dict). Setting
+    an element that both hold still changes both: pop it first."""
+    copy = Dataset(dict(ds.items()))
+    if "file_meta" in ds.__dict__:
+        copy.file_meta = ds.file_meta
+    return copy
 
 
 def number_of_frames(ds: Dataset) -> int:
@@ -154,9 +165,7 @@ def _multiframe_stack(slices: Sequence[Dataset]) -> tuple[np.ndarray, np.ndarray
     """(slices, rows, cols) float32 modality values of the one multi-frame instance in
     ``slices`` (PixelValueTransformationSequence applied, no real-world value map) and the LPS
     affine for (column, row, slice), slices in :func:`frame_order`."""
-    view = Dataset(slices[0])  # shallow: highdicom re-classes the dataset it is given
-    view.file_meta = slices[0].file_meta
-    image = hd.Image.from_dataset(view, copy=False)
+    image = hd.Image.from_dataset(shallow_copy(slices[0]), copy=False)  # it re-classes the copy
     try:
         volume = image.get_volume(
             dtype=np.float32,
