@@ -1,9 +1,10 @@
 """Screened -> Written: per scored study, the map back on the source grid, the binary SEG and a
 report figure.
 
-Writes ``maps/<key>.nii.gz`` (continuous scores on the source series' grid) and
-``seg/<key>.dcm`` (DICOM input; a DICOM Segmentation referencing the source series) or
-``seg/<key>.nii.gz`` (NIfTI input), a study's all or none. ``key`` is the StudyInstanceUID, or
+Writes ``maps/<key>.nii.gz`` (continuous scores on the source series' grid) and, for DICOM
+input, ``maps/<key>.dcm`` (the same scores as a DICOM Parametric Map) and ``seg/<key>.dcm`` (a
+DICOM Segmentation), both referencing the source series; for NIfTI input ``seg/<key>.nii.gz``.
+A study's files are all written or none is. ``key`` is the StudyInstanceUID, or
 its collision-free stand-in (:func:`cs3f.io.outputs.study_keys`).
 """
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cs3f.io.dicom_pmap import score_map
 from cs3f.io.dicom_seg import anomaly_segmentation, save
 from cs3f.io.nifti_io import save_nifti
 from cs3f.io.report import figure_threshold, study_figure
@@ -43,11 +45,16 @@ class OutputsOperator(Stage):
             source_map = screened.screening.source_map(study.index, study.maps)
             mask = calibration.segment(source_map)
             map_path = self.output_folder / "maps" / f"{row.key}.nii.gz"
-            if ledger.input_format == "dicom":  # built before anything is written
-                seg = anomaly_segmentation(
-                    source.slices, mask, self.encoder_name, calibration.voxel_threshold
-                )
+            dicom = {}  # path -> object, all built before anything is written
+            if ledger.input_format == "dicom":
+                threshold = calibration.voxel_threshold
                 seg_path = self.output_folder / "seg" / f"{row.key}.dcm"
+                dicom[seg_path] = anomaly_segmentation(
+                    source.slices, mask, self.encoder_name, threshold
+                )
+                dicom[map_path.with_name(f"{row.key}.dcm")] = score_map(
+                    source.slices, source_map, self.encoder_name, threshold
+                )
             else:
                 seg_path = self.output_folder / "seg" / f"{row.key}.nii.gz"
             figure = (
@@ -57,13 +64,13 @@ class OutputsOperator(Stage):
             )
             try:  # a study's outputs are all there or none is
                 save_nifti(source_map.astype(np.float32), source.source.affine, map_path)
-                if ledger.input_format == "dicom":
-                    save(seg, seg_path)
-                else:
+                for path, dataset in dicom.items():
+                    save(dataset, path)
+                if not dicom:
                     save_nifti(mask.astype(np.uint8), source.source.affine, seg_path)
             except BaseException:
-                map_path.unlink(missing_ok=True)
-                seg_path.unlink(missing_ok=True)
+                for path in (map_path, seg_path, *dicom):
+                    path.unlink(missing_ok=True)
                 raise
             row.details["seg_voxels"] = int(mask.sum())
             if figure:

@@ -1,5 +1,6 @@
 """Shared fixtures: small synthetic volumes, a tiny DINOv2 checkpoint saved in HF format, and
-single-frame series converted to one multi-frame instance."""
+single-frame series converted to one multi-frame instance, and a highdicom volume sampled on
+the grid of one of ours."""
 
 from pathlib import Path
 
@@ -8,6 +9,8 @@ import numpy as np
 import pydicom
 import pytest
 from highdicom.legacy import LegacyConvertedEnhancedCTImage, LegacyConvertedEnhancedMRImage
+
+from cs3f.io.dicom_volume import LPS_TO_RAS
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -40,6 +43,18 @@ def as_multiframe(datasets, path, order=None, transfer_syntax_uid=None):
     )
     enhanced.save_as(path)
     return pydicom.dcmread(path)
+
+
+def on_grid(volume: hd.Volume, affine: np.ndarray, shape) -> np.ndarray:
+    """highdicom's ``volume`` sampled at every voxel of the grid (``affine``: RAS, ``shape``:
+    columns, rows, slices), by world position; fails unless each voxel centre is one of its."""
+    index = np.indices(shape).reshape(3, -1)
+    world = LPS_TO_RAS @ affine @ np.vstack([index, np.ones(index.shape[1])])
+    theirs = np.linalg.inv(volume.affine) @ world
+    rounded = np.rint(theirs[:3]).astype(int)
+    np.testing.assert_allclose(theirs[:3], rounded, atol=1e-3)
+    assert (rounded >= 0).all() and (rounded.T < volume.shape).all()
+    return volume.array[tuple(rounded)].reshape(shape)
 
 
 @pytest.fixture(scope="session")

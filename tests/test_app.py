@@ -13,6 +13,7 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+from conftest import on_grid
 from pydicom.uid import generate_uid
 
 from app.__main__ import main
@@ -162,7 +163,8 @@ def test_outputs_exactly_as_specified(messy):
     for r in scored:
         assert (out / "seg" / f"{r['study_instance_uid']}.dcm").is_file()
         assert (out / "maps" / f"{r['study_instance_uid']}.nii.gz").is_file()
-    assert len(list((out / "seg").iterdir())) == len(list((out / "maps").iterdir())) == 6
+        assert (out / "maps" / f"{r['study_instance_uid']}.dcm").is_file()
+    assert len(list((out / "seg").iterdir())) == 6 and len(list((out / "maps").iterdir())) == 12
     report = json.loads((out / "scores.json").read_text())
     run = report["run"]
     assert run["encoder"]["name"] == "pixels-p14" and "weights_sha256" in run["encoder"]
@@ -265,12 +267,18 @@ def test_seg_matches_map_and_references_source(messy):
     )[..., 0]
     np.testing.assert_array_equal(frames.transpose(2, 1, 0) > 0, expected)
     assert expected.any()
+    parametric_map = hd.imread(out / "maps" / f"{uid}.dcm")
+    assert (
+        parametric_map.ReferencedSeriesSequence[0].SeriesInstanceUID == referenced.SeriesInstanceUID
+    )
+    values = on_grid(parametric_map.get_volume(), volume.affine, volume.shape)
+    np.testing.assert_array_equal(values, np.asarray(score_map.dataobj))
 
 
 @pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (Debian dicom3tools) absent")
-def test_every_seg_passes_dciodvfy(messy):
+def test_every_seg_and_parametric_map_passes_dciodvfy(messy):
     _, _, out = messy
-    for path in sorted((out / "seg").glob("*.dcm")):
+    for path in sorted([*(out / "seg").glob("*.dcm"), *(out / "maps").glob("*.dcm")]):
         result = subprocess.run(
             ["dciodvfy", str(path)], capture_output=True, text=True, check=False
         )

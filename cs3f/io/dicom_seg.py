@@ -15,7 +15,15 @@ from cs3f import __version__
 from cs3f.io.dicom_volume import number_of_frames, shallow_copy, slice_count, to_source_order
 from cs3f.io.outputs import atomic_path
 
-__all__ = ["MANUFACTURER", "SourceError", "anomaly_segmentation", "check_source", "save"]
+__all__ = [
+    "MANUFACTURER",
+    "SourceError",
+    "anomaly_segmentation",
+    "check_source",
+    "save",
+    "shared_orientation",
+    "source_frames",
+]
 
 MANUFACTURER = "cs3f screening"
 COPIED = (
@@ -76,7 +84,7 @@ def check_source(source_slices: Sequence[Dataset]) -> None:
         ) from exc
 
 
-def _shared_orientation(source_slices: Sequence[Dataset]) -> list[Dataset]:
+def shared_orientation(source_slices: Sequence[Dataset]) -> list[Dataset]:
     """The source as highdicom's SEG takes it: highdicom looks for a multi-frame source's
     orientation in its shared functional groups only, so one that each frame carries (as some
     scanners write it; one orientation for all, as the reader checked) is put there, on a copy
@@ -94,6 +102,20 @@ def _shared_orientation(source_slices: Sequence[Dataset]) -> list[Dataset]:
     return [view]
 
 
+def source_frames(source_slices: Sequence[Dataset], array: np.ndarray) -> np.ndarray:
+    """``array`` (columns, rows, slices), on the grid of ``source_slices`` in slice order, as
+    the (frames, rows, columns) stack of a derived object whose frames follow the source's.
+
+    Raises:
+        ValueError: ``array`` does not fit the source.
+    """
+    frames = np.ascontiguousarray(array.transpose(2, 1, 0))
+    count = slice_count(source_slices)
+    if frames.shape != (count, source_slices[0].Rows, source_slices[0].Columns):
+        raise ValueError(f"array {array.shape} does not fit the {count} source slices")
+    return to_source_order(source_slices, frames)
+
+
 def anomaly_segmentation(
     source_slices: Sequence[Dataset],
     mask: np.ndarray,
@@ -109,11 +131,7 @@ def anomaly_segmentation(
     The segment is SNOMED CT "Morphologically abnormal structure" / "Lesion", automatic, and its
     algorithm identification names CS3F, this version, the encoder and the voxel threshold.
     """
-    frames = np.ascontiguousarray(mask.transpose(2, 1, 0)).astype(bool)
-    count = slice_count(source_slices)
-    if frames.shape != (count, source_slices[0].Rows, source_slices[0].Columns):
-        raise ValueError(f"mask {mask.shape} does not fit the {count} source slices")
-    frames = to_source_order(source_slices, frames)
+    frames = source_frames(source_slices, mask.astype(bool))
     algorithm = hd.AlgorithmIdentificationSequence(
         name="CS3F zero-shot cross-subject anomaly scoring",
         family=codes.cid7162.ArtificialIntelligence,
@@ -129,7 +147,7 @@ def anomaly_segmentation(
         algorithm_identification=algorithm,
     )
     return hd.seg.Segmentation(
-        source_images=_shared_orientation(source_slices),
+        source_images=shared_orientation(source_slices),
         pixel_array=frames,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[segment],
@@ -148,7 +166,7 @@ def anomaly_segmentation(
     )
 
 
-def save(segmentation: hd.seg.Segmentation, path: Path) -> None:
-    """Write ``segmentation`` to ``path`` atomically."""
+def save(dataset: Dataset, path: Path) -> None:
+    """Write ``dataset`` (a SEG, a Parametric Map) to ``path`` atomically."""
     with atomic_path(path) as tmp:
-        segmentation.save_as(tmp)
+        dataset.save_as(tmp)
