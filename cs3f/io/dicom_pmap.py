@@ -15,8 +15,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
 
-from cs3f import __version__
-from cs3f.io.dicom_seg import MANUFACTURER, shared_orientation, source_frames
+from cs3f.io.dicom_seg import derived_instance, source_frames
 
 __all__ = ["QUANTITY", "SCORE_UNIT", "score_map"]
 
@@ -53,16 +52,8 @@ def score_map(
         quantity_definition=QUANTITY,
     )
     parametric_map = hd.pm.ParametricMap(
-        source_images=shared_orientation(source_slices),
+        **derived_instance(source_slices, series_number),
         pixel_array=frames,
-        series_instance_uid=hd.UID(),
-        series_number=series_number,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-        manufacturer_model_name="cs3f",
-        software_versions=__version__,
-        device_serial_number="none",
         contains_recognizable_visual_features=False,
         real_world_value_mappings=[mapping],
         voi_lut_transformations=[

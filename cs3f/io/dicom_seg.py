@@ -20,6 +20,7 @@ __all__ = [
     "SourceError",
     "anomaly_segmentation",
     "check_source",
+    "derived_instance",
     "save",
     "shared_orientation",
     "source_frames",
@@ -116,6 +117,23 @@ def source_frames(source_slices: Sequence[Dataset], array: np.ndarray) -> np.nda
     return to_source_order(source_slices, frames)
 
 
+def derived_instance(source_slices: Sequence[Dataset], series_number: int) -> dict:
+    """The arguments that every object this program derives from ``source_slices`` (a SEG, a
+    Parametric Map) passes to highdicom: the source, new UIDs, the series number and this
+    program as the equipment."""
+    return {
+        "source_images": shared_orientation(source_slices),
+        "series_instance_uid": hd.UID(),
+        "series_number": series_number,
+        "sop_instance_uid": hd.UID(),
+        "instance_number": 1,
+        "manufacturer": MANUFACTURER,
+        "manufacturer_model_name": "cs3f",
+        "software_versions": __version__,
+        "device_serial_number": "none",
+    }
+
+
 def anomaly_segmentation(
     source_slices: Sequence[Dataset],
     mask: np.ndarray,
@@ -147,18 +165,10 @@ def anomaly_segmentation(
         algorithm_identification=algorithm,
     )
     return hd.seg.Segmentation(
-        source_images=shared_orientation(source_slices),
+        **derived_instance(source_slices, series_number),
         pixel_array=frames,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[segment],
-        series_instance_uid=hd.UID(),
-        series_number=series_number,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-        manufacturer_model_name="cs3f",
-        software_versions=__version__,
-        device_serial_number="none",
         series_description="CS3F anomaly",
         content_label="ANOMALY",
         content_description=f"CS3F anomaly mask, encoder {encoder_name}"[:64],
