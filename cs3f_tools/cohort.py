@@ -1,6 +1,7 @@
 """Synthetic screening cohorts from real brains, written as DICOM with known truth.
 
     python -m cs3f_tools.cohort --out DIR --normal N --abnormal M --seed S [--ms FOLDER] [--sizes ...]
+                                [--packaged-only] [--reuse]
 
 Each subject is a real skull-stripped T1 brain of one *individual* on the MNI152 2 mm grid, seen
 through its own random smooth deformation, affine jitter, bias field, contrast curve and noise.
@@ -23,13 +24,16 @@ so the app's geometry path is exercised.
 Outputs: ``DIR/studies/<n>/<instance>.dcm`` and the truth in the evaluator's layout,
 ``DIR/truth/labels.csv`` (study_instance_uid, abnormal, then brain, position, orientation,
 slice_order, lesion_ml, lesions) and ``DIR/truth/masks/<StudyInstanceUID>.nii.gz`` (lesion
-masks on the source grid). The same seed and sources give the same pixels, geometry and UIDs.
+masks on the source grid). The same seed and sources give the same files; the builder prints
+their SHA-256 (:func:`cohort_digest`). ``--packaged-only`` builds from the MNI152 template alone,
+which every install has, so that cohort is the same on every machine (the README's sample).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,6 +64,7 @@ __all__ = [
     "Donor",
     "Sources",
     "Subject",
+    "cohort_digest",
     "load_sources",
     "make_cohort",
     "make_subject",
@@ -218,16 +223,18 @@ def make_cohort(
     seed: int,
     ms_folder: Path | None = None,
     sizes: Sequence[str] = tuple(LESION_MM3),
+    colin27: Path | None = COLIN27,
 ) -> list[dict]:
     """Write ``n_normal + n_abnormal`` studies and their truth under ``out``; returns the labels.
     Lesions are drawn from the size classes ``sizes``.
 
     Study order is shuffled by the seed so abnormal studies are not all at the end. The same
-    seed and the same sources (see :func:`load_sources`) give the same files.
+    seed and the same sources (``ms_folder``, ``colin27``: see :func:`load_sources`) give the
+    same files.
     """
     out = Path(out)
     rng = np.random.default_rng(seed)
-    sources = load_sources(ms_folder)
+    sources = load_sources(ms_folder, colin27)
     kinds = rng.permutation([False] * n_normal + [True] * n_abnormal)
     labels = []
     for n, abnormal in enumerate(kinds):
@@ -275,6 +282,18 @@ def make_cohort(
     return labels
 
 
+def cohort_digest(out: Path) -> str:
+    """SHA-256 (hex) over every file of the cohort in ``out`` (``studies/`` and ``truth/``):
+    relative path and bytes, in sorted path order. Equal digests mean identical cohorts."""
+    digest = hashlib.sha256()
+    out = Path(out)
+    for path in sorted(p for d in ("studies", "truth") for p in (out / d).rglob("*")):
+        if path.is_file():
+            digest.update(path.relative_to(out).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m cs3f_tools.cohort", description=__doc__.split("\n")[0]
@@ -299,19 +318,27 @@ def main(argv: list[str] | None = None) -> None:
         "tumour-sized lesions only",
     )
     parser.add_argument(
+        "--packaged-only",
+        action="store_true",
+        help="build every study from nilearn's MNI152 template alone (no Colin27, no MS "
+        "subjects), so that the files are byte-identical on every machine; the README's sample",
+    )
+    parser.add_argument(
         "--reuse",
         action="store_true",
         help="do nothing when DIR already holds a cohort (truth/labels.csv)",
     )
     args = parser.parse_args(argv)
     if args.reuse and (args.out / "truth" / "labels.csv").is_file():
-        print(f"reusing the cohort in {args.out}")
+        print(f"reusing the cohort in {args.out} (sha256 {cohort_digest(args.out)})")
         return
     if (args.out / "studies").exists() and any((args.out / "studies").iterdir()):
         parser.error(f"{args.out / 'studies'} is not empty; choose another --out or remove it")
-    labels = make_cohort(args.out, args.normal, args.abnormal, args.seed, args.ms, args.sizes)
+    ms, colin27 = (None, None) if args.packaged_only else (args.ms, COLIN27)
+    labels = make_cohort(args.out, args.normal, args.abnormal, args.seed, ms, args.sizes, colin27)
     print(
-        f"wrote {len(labels)} studies to {args.out / 'studies'} and truth to {args.out / 'truth'}"
+        f"wrote {len(labels)} studies to {args.out / 'studies'} and truth to {args.out / 'truth'}; "
+        f"sha256 {cohort_digest(args.out)}"
     )
 
 

@@ -59,11 +59,13 @@ def _scaled(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return (image / np.percentile(image[mask], 99) * mask).astype(np.float32)
 
 
-def load_sources(ms_folder: Path | None = None) -> Sources:
-    """The individual brains: Colin27 when Debian ``mricron-data`` is installed, and the MS
-    subjects ``ms_folder/<subject>/{T1_mni,lesion_gt_mni}.nii.gz`` (when given and present) with
-    their lesions in-painted; those MS lesions are also the donors. Only when there is no
-    individual at all, nilearn's MNI152 2009 population template is the one host."""
+def load_sources(ms_folder: Path | None = None, colin27: Path | None = COLIN27) -> Sources:
+    """The individual brains: Colin27 (``colin27``, Debian ``mricron-data``'s by default) when
+    the file is there, and the MS subjects ``ms_folder/<subject>/{T1_mni,lesion_gt_mni}.nii.gz``
+    (when given and present) with their lesions in-painted; those MS lesions are also the
+    donors. Only when there is no individual at all, nilearn's MNI152 2009 population template
+    is the one host: ``load_sources(None, None)`` depends on nothing but the Python packages, so
+    it is the same on every machine."""
     from nilearn.datasets import load_mni152_brain_mask, load_mni152_template
 
     template = load_mni152_template(resolution=2)
@@ -76,8 +78,8 @@ def load_sources(ms_folder: Path | None = None) -> Sources:
         mask = ndimage.binary_fill_holes(image > 0.05 * image.max())
         return Brain(name, _scaled(image, mask), mask, (mask.sum() / mni_mask.sum()) ** (1 / 3))
 
-    if COLIN27.is_file():
-        brains.append(brain("colin27", _on_grid(COLIN27, shape, affine, 1)))
+    if colin27 and Path(colin27).is_file():
+        brains.append(brain("colin27", _on_grid(colin27, shape, affine, 1)))
     for folder in (
         sorted(Path(ms_folder).iterdir()) if ms_folder and Path(ms_folder).is_dir() else []
     ):
