@@ -10,13 +10,35 @@ settings, encoder weights missing, or an output folder that holds earlier result
 from __future__ import annotations
 
 import argparse
+import ctypes.util
 import logging
 import os
+import resource
 import shutil
 import sys
 from pathlib import Path
 
-os.environ.setdefault("HOLOSCAN_LOG_LEVEL", "WARN")
+STACK_BYTES = 32 * 1024 * 1024  # the Holoscan SDK's recommended minimum
+
+
+def _quiet_runtime() -> None:
+    """Prepare the process before Holoscan loads, so that a CPU machine starts without alarms.
+
+    The main thread, where the scheduler runs the operators, may grow its stack to 32 MB
+    (Holoscan warns, and may crash, below that; a limit the hard limit forbids is left as it
+    is, and Holoscan's warning then stands). Holoscan logs warnings and errors, or errors only
+    where no CUDA driver is found: there its warnings only say that CUDA is missing. An
+    HOLOSCAN_LOG_LEVEL already set wins.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_STACK)
+    allowed = hard == resource.RLIM_INFINITY or hard >= STACK_BYTES
+    if soft != resource.RLIM_INFINITY and soft < STACK_BYTES and allowed:
+        resource.setrlimit(resource.RLIMIT_STACK, (STACK_BYTES, hard))
+    has_driver = ctypes.util.find_library("cuda") is not None
+    os.environ.setdefault("HOLOSCAN_LOG_LEVEL", "WARN" if has_driver else "ERROR")
+
+
+_quiet_runtime()
 
 from app.settings import TASKS, SettingsError, load_settings, with_lung_weights
 from cs3f import __version__
@@ -75,6 +97,13 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         default=None,
         help="also write OUT/preprocessed/<study>.nii.gz and _mask.nii.gz",
+    )
+    parser.add_argument(
+        "--show-identifiers",
+        action="store_true",
+        default=None,
+        help="put patient ID, name and accession number into scores and report (default: "
+        "pseudonym and study date only)",
     )
     parser.add_argument(
         "--overwrite",
@@ -139,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             encoder=args.encoder,
             task=args.task,
             save_preprocessed=args.save_preprocessed,
+            show_identifiers=args.show_identifiers,
         )
         settings = with_lung_weights(settings, args.model)
         settings.rules_json()

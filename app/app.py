@@ -86,7 +86,11 @@ class ScreeningApp(Application):
             name="outputs",
         )
         self.report = ReportOperator(
-            self, output_folder=self.output_folder, run=self.run_info, name="report"
+            self,
+            output_folder=self.output_folder,
+            run=self.run_info,
+            show_identifiers=s.show_identifiers,
+            name="report",
         )
         self.add_flow(sources, preprocess, {("sources", "sources")})
         self.add_flow(preprocess, screen, {("standard", "standard")})

@@ -58,6 +58,8 @@ class AppSettings:
         ``voxel_percentile``, the flag's ``flag_mad``, the small-batch ``min_batch_warning``.
     report_studies: the report shows figures for this many top-ranked studies (0: none).
     save_preprocessed: also write the standard-space volume and mask of every region.
+    show_identifiers: write patient ID, name and accession number into scores.csv, scores.json
+        and report.html (default: the study's pseudonym and date only).
     """
 
     task: str = "brain-mri"
@@ -70,6 +72,7 @@ class AppSettings:
     screening: ScreeningRules = field(default_factory=ScreeningRules)
     report_studies: int = 50
     save_preprocessed: bool = False
+    show_identifiers: bool = False
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

@@ -137,10 +137,16 @@ class Calibration:
         values = np.asarray(self.reference_scores)
         return MAD_TO_SD * float(np.median(np.abs(values - self.median)))
 
-    def flagged(self, score: float) -> bool:
-        """Whether a patient score is an outlier of the reference (never when MAD is 0)."""
+    @property
+    def flag_threshold(self) -> float:
+        """The score above which a study is flagged: median + flag_mad x robust SD (+inf when
+        the MAD is 0: scores that do not spread flag nothing)."""
         sd = self.robust_sd
-        return bool(sd > 0 and score > self.median + self.flag_mad * sd)
+        return self.median + self.flag_mad * sd if sd > 0 else float("inf")
+
+    def flagged(self, score: float) -> bool:
+        """Whether a patient score is an outlier of the reference."""
+        return bool(score > self.flag_threshold)
 
     def percentile(self, score: float) -> float:
         """Percentage of reference scores <= ``score``, rounded to 2 places."""

@@ -5,7 +5,9 @@ Writes ``maps/<key>.nii.gz`` (continuous scores on the source series' grid) and,
 input, ``maps/<key>.dcm`` (the same scores as a DICOM Parametric Map) and ``seg/<key>.dcm`` (a
 DICOM Segmentation), both referencing the source series; for NIfTI input ``seg/<key>.nii.gz``.
 A study's files are all written or none is. ``key`` is the StudyInstanceUID, or
-its collision-free stand-in (:func:`cs3f.io.outputs.study_keys`).
+its collision-free stand-in (:func:`cs3f.io.outputs.study_keys`). The row's ``details`` get
+``seg_voxels`` and ``source_map_max``: the map on the source grid is the standard-space map
+interpolated (linearly) back, so its maximum is at most the patient score.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class OutputsOperator(Stage):
             return Written(ledger, None, figures)
         scores = [s.row.score for s in screened.studies]
         shown_from = figure_threshold(scores, self.report_studies)
-        vmax = max(scores)
+        threshold, vmax = calibration.voxel_threshold, max(scores)
 
         def write(study: ScoredStudy) -> None:
             row, source = study.row, study.standard.source
@@ -47,7 +49,6 @@ class OutputsOperator(Stage):
             map_path = self.output_folder / "maps" / f"{row.key}.nii.gz"
             dicom = {}  # path -> object, all built before anything is written
             if ledger.input_format == "dicom":
-                threshold = calibration.voxel_threshold
                 seg_path = self.output_folder / "seg" / f"{row.key}.dcm"
                 dicom[seg_path] = anomaly_segmentation(
                     source.slices, mask, self.encoder_name, threshold
@@ -58,9 +59,9 @@ class OutputsOperator(Stage):
             else:
                 seg_path = self.output_folder / "seg" / f"{row.key}.nii.gz"
             figure = (
-                study_figure(source.source, source_map, mask, vmax)
+                study_figure(source.source, source_map, mask, threshold, vmax)
                 if row.score >= shown_from
-                else ""
+                else None
             )
             try:  # a study's outputs are all there or none is
                 save_nifti(source_map.astype(np.float32), source.source.affine, map_path)
@@ -73,6 +74,7 @@ class OutputsOperator(Stage):
                     path.unlink(missing_ok=True)
                 raise
             row.details["seg_voxels"] = int(mask.sum())
+            row.details["source_map_max"] = float(source_map.max())
             if figure:
                 figures[row.key] = figure
 

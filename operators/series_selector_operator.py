@@ -14,6 +14,11 @@ from cs3f.io.outputs import StudyRow, study_keys
 from operators.stages import FoundStudy, Ledger, StudiesFound, redact, register
 
 
+def _iso_date(value: str) -> str:
+    """DICOM DA ``YYYYMMDD`` as ``YYYY-MM-DD``; anything else as it is."""
+    return f"{value[:4]}-{value[4:6]}-{value[6:]}" if re.fullmatch(r"\d{8}", value) else value
+
+
 def _slices(series) -> int:
     """Slices of an SDK series: its instances, or the frames of a multi-frame instance."""
     return slice_count([s.get_native_sop_instance() for s in series.get_sop_instances()])
@@ -48,7 +53,8 @@ class SeriesSelectorOperator(DICOMSeriesSelectorOperator):
                 native = series[0].get_sop_instances()[0].get_native_sop_instance()
                 row.patient_id = str(native.get("PatientID", ""))
                 row.accession_number = str(native.get("AccessionNumber", ""))
-                patient = str(native.get("PatientName", ""))
+                row.study_date = _iso_date(str(native.get("StudyDate", "")))
+                patient = row.patient_name = str(native.get("PatientName", ""))
                 register(
                     row,
                     patient,

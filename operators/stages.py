@@ -14,7 +14,6 @@ by the entry point), so a batch of hundreds of studies does not sit in RAM betwe
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 import traceback
@@ -26,6 +25,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from cs3f.io.outputs import StudyRow
+from cs3f.io.report import StudyFigure
 from cs3f.preprocess.standard_space import Standardised
 from cs3f.progress import Progress
 from cs3f.redaction import IDENTIFIERS
@@ -38,8 +38,8 @@ Out = TypeVar("Out")
 
 
 def tag(row: StudyRow) -> str:
-    """A short pseudonymous label for logs: never the UID, name or ID in clear."""
-    return hashlib.sha256(row.key.encode()).hexdigest()[:8]
+    """A short pseudonymous label for logs (the report's too): never the UID, name or ID."""
+    return row.pseudonym
 
 
 def register(row: StudyRow, *values: object) -> None:
@@ -200,4 +200,4 @@ class Written:
 
     ledger: Ledger
     calibration: Calibration | None
-    figures: dict[str, str]
+    figures: dict[str, StudyFigure]

@@ -5,6 +5,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 import shutil
 import subprocess
 
@@ -14,6 +15,7 @@ import numpy as np
 import pydicom
 import pytest
 from conftest import on_grid
+from PIL import Image
 from pydicom.uid import generate_uid
 
 from app.__main__ import main
@@ -145,8 +147,8 @@ def test_outputs_exactly_as_specified(messy):
     rows = _rows(out)
     assert list(rows[0]) == [
         "rank",
-        "patient_id",
-        "accession_number",
+        "pseudonym",
+        "study_date",
         "study_instance_uid",
         "series_instance_uid",
         "score",
@@ -179,6 +181,67 @@ def test_outputs_exactly_as_specified(messy):
     assert "<table>" in (out / "report.html").read_text()
 
 
+def test_scores_and_maps_add_up(messy):
+    """The patient score is the standard-space map's maximum; the maps on the source grid are
+    that map interpolated back, so their maximum (``source_map_max``) is at most the score."""
+    _, _, out = messy
+    studies = json.loads((out / "scores.json").read_text())["studies"]
+    scored = [s for s in studies if s["status"] == "scored"]
+    for study in scored:
+        source_map = nib.load(out / "maps" / f"{study['key']}.nii.gz").get_fdata()
+        assert study["details"]["source_map_max"] == pytest.approx(source_map.max(), rel=1e-6)
+        assert source_map.max() <= study["score"] * (1 + 1e-6)
+        assert source_map.max() > 0.5 * study["score"]  # the same map, not another one
+
+
+CHROMIUM = shutil.which("chromium")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
+def test_the_report_renders_in_a_real_browser(messy, tmp_path):
+    """Headless Chromium, every network name unresolvable, opens the run's report.html: a
+    screenshot with content and no console message (no script error, no failed resource)."""
+    _, _, out = messy
+    shot = tmp_path / "report.png"
+    browser = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            "--enable-logging=stderr",
+            "--window-size=1280,2400",
+            f"--screenshot={shot}",
+            (out / "report.html").resolve().as_uri(),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert browser.returncode == 0, browser.stderr[-2000:]
+    assert not [line for line in browser.stderr.splitlines() if ":CONSOLE" in line]
+    pixels = np.asarray(Image.open(shot).convert("L"))
+    assert pixels.shape == (2400, 1280) and pixels.std() > 10  # not a blank page
+    assert (pixels < 30).mean() > 0.02  # the figures' dark backgrounds are on it
+
+
+def test_outputs_are_pseudonymous_by_default(messy):
+    """No patient ID, name or accession number in scores or report unless asked for; studies
+    are named by the run.log tag and the study date."""
+    _, _, out = messy
+    written = "".join((out / n).read_text() for n in ("scores.csv", "scores.json", "report.html"))
+    assert "evil" not in written and "Kowalczyk" not in written and "Synthetic" not in written
+    studies = json.loads((out / "scores.json").read_text())["studies"]
+    assert not {"patient_id", "patient_name", "accession_number"} & set(studies[0])
+    scored = [s for s in studies if s["status"] == "scored"]
+    assert all(re.fullmatch(r"[0-9a-f]{8}", s["pseudonym"]) for s in studies)
+    assert all(re.fullmatch(r"\d{4}-\d{2}-\d{2}", s["study_date"]) for s in scored)
+    report = (out / "report.html").read_text()
+    assert all(s["pseudonym"] in report for s in scored)
+
+
 def test_bad_input_is_contained(messy):
     _, studies, out = messy
     rows = {r["study_instance_uid"]: r for r in _rows(out)}
@@ -186,7 +249,6 @@ def test_bad_input_is_contained(messy):
     assert len(two) == 1  # study 0: the full series was chosen over the 10-slice copy
     first = pydicom.dcmread(min((studies / "000").glob("0*.dcm")))
     assert two[0]["series_instance_uid"] == first.SeriesInstanceUID
-    assert any(r["patient_id"] == "../../evil/..:id" for r in rows.values())
     every = [p.relative_to(out) for p in out.rglob("*")]
     assert not any("evil" in str(p) or ".." in p.parts for p in every)
     log = (out / "run.log").read_text()

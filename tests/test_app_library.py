@@ -2,13 +2,14 @@
 streaming percentile and settings."""
 
 import csv
+import hashlib
 import io
 
 import numpy as np
 import pytest
 
 from app.settings import SettingsError, load_settings
-from cs3f.io.outputs import StudyRow, rank, sanitise, scores_csv, study_keys
+from cs3f.io.outputs import StudyRow, rank, sanitise, scores_csv, scores_json, study_keys
 from cs3f.method.threshold import StreamingPercentile
 from cs3f.screening import Calibration
 
@@ -41,14 +42,23 @@ def test_scores_csv_cells_never_run_as_formulas():
         StudyRow("c", "1.3", patient_id="-2"),
     ]
     rows[2].fail("failed", "-volume: broken")
-    table = list(
-        csv.DictReader(io.StringIO(scores_csv(rank(rows, Calibration(1, (0.25, 0.5), 3)))))
-    )
+    ranked = rank(rows, Calibration(1, (0.25, 0.5), 3))
+    table = list(csv.DictReader(io.StringIO(scores_csv(ranked, show_identifiers=True))))
     cells = [v for r in table for v in r.values()]
     assert not any(v.startswith(("=", "+", "-", "@")) for v in cells)
     assert table[0]["patient_id"] == '\'=HYPERLINK("http://x")'  # kept, shown as text
     assert table[2]["reason"] == "'-volume: broken"
     assert [r["score"] for r in table] == ["0.5", "0.25", ""]  # numbers untouched
+
+
+def test_identifiers_only_when_asked_for():
+    row = StudyRow("k", "1.1", patient_id="P-7", patient_name="Doe^Jane", accession_number="A9")
+    assert row.pseudonym == hashlib.sha256(b"k").hexdigest()[:8]
+    hidden = scores_csv([row]) + scores_json([row], {})
+    assert "P-7" not in hidden and "Doe" not in hidden and "A9" not in hidden
+    assert row.pseudonym in hidden
+    shown = scores_csv([row], show_identifiers=True) + scores_json([row], {}, True)
+    assert "P-7" in shown and "Doe^Jane" in shown and "A9" in shown
 
 
 def test_streaming_percentile_matches_numpy():

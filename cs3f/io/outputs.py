@@ -22,6 +22,7 @@ from pathlib import Path
 from cs3f.screening import Calibration
 
 __all__ = [
+    "IDENTIFYING",
     "STATUSES",
     "StudyRow",
     "atomic_path",
@@ -34,10 +35,13 @@ __all__ = [
 ]
 
 STATUSES = ("scored", "skipped", "failed")
+IDENTIFYING = ("patient_id", "patient_name", "accession_number")
+"""Row fields written out only when a run asks for them (``show_identifiers``)."""
 CSV_COLUMNS = (
     "rank",
-    "patient_id",
-    "accession_number",
+    "pseudonym",
+    "study_date",
+    *IDENTIFYING,
     "study_instance_uid",
     "series_instance_uid",
     "score",
@@ -106,13 +110,17 @@ def write_text(path: Path, text: str) -> None:
 
 @dataclass
 class StudyRow:
-    """One study of the batch. ``key`` names its output files (:func:`study_keys`)."""
+    """One study of the batch. ``key`` names its output files (:func:`study_keys`);
+    ``pseudonym`` (8 hex digits of the key's SHA-256, the study's tag in run.log) names it in
+    the report; ``study_date`` is DICOM's YYYYMMDD written YYYY-MM-DD."""
 
     key: str
     study_instance_uid: str
     series_instance_uid: str = ""
     patient_id: str = ""
+    patient_name: str = ""
     accession_number: str = ""
+    study_date: str = ""
     status: str = "scored"
     reason: str = ""
     score: float | None = None
@@ -120,6 +128,10 @@ class StudyRow:
     flagged: bool = False
     rank: int | None = None
     details: dict = field(default_factory=dict)
+    pseudonym: str = ""
+
+    def __post_init__(self) -> None:
+        self.pseudonym = self.pseudonym or hashlib.sha256(self.key.encode()).hexdigest()[:8]
 
     def fail(self, status: str, reason: str) -> None:
         """Mark the study ``skipped`` or ``failed`` with a reason; it keeps its row."""
@@ -127,8 +139,14 @@ class StudyRow:
             raise ValueError(f"status must be skipped or failed, got {status!r}")
         self.status, self.reason, self.score = status, reason, None
 
-    def as_dict(self) -> dict:
-        return asdict(self)
+    def as_dict(self, show_identifiers: bool = False) -> dict:
+        """The row's fields; patient ID, name and accession number only if asked for."""
+        values = asdict(self)
+        return (
+            values
+            if show_identifiers
+            else {k: v for k, v in values.items() if k not in IDENTIFYING}
+        )
 
 
 def rank(rows: Sequence[StudyRow], calibration: Calibration | None) -> list[StudyRow]:
@@ -161,19 +179,23 @@ def _cell(value) -> str | int | float | bool:
     return value
 
 
-def scores_csv(rows: Sequence[StudyRow]) -> str:
-    """The ``scores.csv`` text for ranked rows; text cells are neutralised against formula
-    injection (:func:`_cell`), numbers are written as they are."""
+def scores_csv(rows: Sequence[StudyRow], show_identifiers: bool = False) -> str:
+    """The ``scores.csv`` text for ranked rows; the :data:`IDENTIFYING` columns only with
+    ``show_identifiers``. Text cells are neutralised against formula injection (:func:`_cell`),
+    numbers are written as they are."""
+    columns = [c for c in CSV_COLUMNS if show_identifiers or c not in IDENTIFYING]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow(columns)
     for row in rows:
-        values = {c: _cell(v) for c, v in row.as_dict().items()}
+        values = {c: _cell(v) for c, v in row.as_dict(show_identifiers).items()}
         values["score"] = "" if row.score is None else f"{row.score:.6g}"
-        writer.writerow([values[c] for c in CSV_COLUMNS])
+        writer.writerow([values[c] for c in columns])
     return buffer.getvalue()
 
 
-def scores_json(rows: Sequence[StudyRow], run: dict) -> str:
-    """The ``scores.json`` text: ``{"run": run, "studies": [row, ...]}``."""
-    return json.dumps({"run": run, "studies": [r.as_dict() for r in rows]}, indent=2, default=str)
+def scores_json(rows: Sequence[StudyRow], run: dict, show_identifiers: bool = False) -> str:
+    """The ``scores.json`` text: ``{"run": run, "studies": [row, ...]}`` (rows as
+    :meth:`StudyRow.as_dict` gives them)."""
+    studies = [r.as_dict(show_identifiers) for r in rows]
+    return json.dumps({"run": run, "studies": studies}, indent=2, default=str)
