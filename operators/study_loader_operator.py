@@ -11,6 +11,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from cs3f.io.dicom_volume import shallow_copy
+from cs3f.progress import Progress
 
 LOG = logging.getLogger("cs3f.app")
 UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -37,29 +38,44 @@ class StudyLoaderOperator(DICOMDataLoaderOperator):
     many instances the SDK left out (duplicates at one slice position, unparsable ones)."""
 
     def _list_files(self, path, files):
+        found = []
         for root, dirs, names in os.walk(path):
             dirs.sort()
-            for name in sorted(names):
-                file = os.path.join(root, name)
-                self.intake["files"] += 1
-                try:
-                    header = dcmread(file, defer_size=256)  # large values stay on disk
-                    truncated = _ends_early(file, header)
-                except Exception:  # noqa: BLE001  (any unparsable file is skipped)
-                    truncated = True
-                if truncated:
+            found.extend((root, os.path.join(root, name)) for name in sorted(names))
+        self.intake["files"] = len(found)
+        progress = Progress(LOG, "check files", len(found))
+        for root, file in found:
+            progress.step()
+            try:
+                header = dcmread(file, defer_size=256)  # large values stay on disk
+                truncated = _ends_early(file, header)
+            except Exception:  # noqa: BLE001  (any unparsable file is skipped)
+                truncated = True
+            if truncated:
+                self.intake["skipped_files"] += 1
+                continue
+            if not str(header.get("StudyInstanceUID", "") or "").strip():
+                if "PixelData" not in header:  # a DICOMDIR index: no study, no image
                     self.intake["skipped_files"] += 1
                     continue
-                if not str(header.get("StudyInstanceUID", "") or "").strip():
-                    if "PixelData" not in header:  # a DICOMDIR index: no study, no image
-                        self.intake["skipped_files"] += 1
-                        continue
-                    folders = self.intake["without_study_uid"]
-                    folders[root] = folders.get(root, 0) + 1
-                    continue
-                files.append(file)
-                series = str(header.get("SeriesInstanceUID", "") or "")
-                self.series_files[series] = self.series_files.get(series, 0) + 1
+                folders = self.intake["without_study_uid"]
+                folders[root] = folders.get(root, 0) + 1
+                continue
+            files.append(file)
+            series = str(header.get("SeriesInstanceUID", "") or "")
+            self.series_files[series] = self.series_files.get(series, 0) + 1
+
+    def _load_data(self, files):
+        """The SDK's, with progress: it reads every listed file whole, in one loop over
+        ``files``."""
+        progress = Progress(LOG, "read files", len(files))
+
+        def counted():
+            for file in files:
+                yield file
+                progress.step()
+
+        return super()._load_data(counted())
 
     def populate_series_attributes(self, series, sop_instance):
         """The SDK's, given a header without a SeriesNumber that is not a whole number: the SDK
