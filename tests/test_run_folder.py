@@ -36,6 +36,16 @@ def test_results_are_kept_unless_overwrite_is_given(tmp_path):
     assert list(out.iterdir()) == []  # no stale SEG of a study no longer in the input
 
 
+def test_the_metrics_of_an_earlier_run_go_with_its_results(tmp_path):
+    """README: run the demo, evaluate it (metrics into the run folder), run it again."""
+    out = tmp_path / "out"
+    _earlier_run(out)
+    for name in ("metrics.json", "metrics.md", "metrics_roc.png", "metrics_pr.png"):
+        (out / name).write_text("stale")
+    prepare_output(out, overwrite=True)
+    assert list(out.iterdir()) == []
+
+
 def test_files_it_did_not_write_are_never_deleted(tmp_path):
     out = tmp_path / "out"
     _earlier_run(out)

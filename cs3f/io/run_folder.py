@@ -1,6 +1,7 @@
 """The output folder of a run and the run's work folder inside it.
 
-A run writes only the documented outputs (:data:`OUTPUTS`) into its output folder, refuses a
+A run writes only the documented outputs (:data:`OUTPUTS`, which also names the evaluator's
+metrics of an earlier run) into its output folder, refuses a
 folder that already holds results unless told to replace them, and keeps its scratch data
 (memmaps of patient images, tokens, maps) in ``OUT/.work-<random>/``, which it removes on every
 exit path it controls. For the paths it does not control (SIGTERM, on which Holoscan's own
@@ -28,7 +29,19 @@ __all__ = [
     "watch_work",
 ]
 
-OUTPUTS = ("scores.csv", "scores.json", "report.html", "run.log", "seg", "maps", "preprocessed")
+EVALUATION = ("metrics.json", "metrics.md", "metrics_roc.png", "metrics_pr.png")
+"""What ``cs3f_tools.evaluate`` writes into a run folder by default: about that run's results,
+so a run that replaces them replaces these too."""
+OUTPUTS = (
+    "scores.csv",
+    "scores.json",
+    "report.html",
+    "run.log",
+    "seg",
+    "maps",
+    "preprocessed",
+    *EVALUATION,
+)
 WORK_PREFIX = ".work-"
 OWNER = "pid"  # the file in a work folder that names the process owning it
 # blocks on a pipe whose only writer is the run's process: end of file = the run has ended
