@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from cs3f.io.outputs import StudyRow, rank
-from cs3f.io.report import colour_bar, report_html, study_figure
+from cs3f.io.report import PIXELS_PER_MM, colour_bar, report_html, study_figure
 from cs3f.screening import Calibration
 from cs3f.volume import Volume
 
@@ -63,7 +63,7 @@ def test_the_heatmap_is_drawn_only_above_the_threshold(study):
     volume, score = study
     mask = np.zeros(score.shape, bool)
     axial = _pixels(study_figure(volume, score, mask, threshold=0.5, vmax=1.0).panels[0])
-    area = _coloured(axial).sum() / 1.5**2  # pixels -> mm^2 (1 mm voxels, 1.5 px per mm)
+    area = _coloured(axial).sum() / PIXELS_PER_MM**2  # pixels -> mm^2 (1 mm voxels)
     expected = (score[:, :, 10] > 0.5).sum()
     assert area == pytest.approx(expected, rel=0.15)
     nothing = study_figure(volume, score, mask, threshold=1.5, vmax=2.0).panels

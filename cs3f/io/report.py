@@ -28,7 +28,7 @@ from cs3f.volume import Volume, spacing
 
 __all__ = ["Panel", "StudyFigure", "figure_threshold", "report_html", "study_figure"]
 
-PIXELS_PER_MM = 1.5
+PIXELS_PER_MM = 1.2
 OVERLAY_OPACITY = 0.7
 SCORE_UNITS = "anomaly score (feature distance, no unit)"
 _HOT_KNOTS = (0.0, 0.3, 0.5, 0.8, 1.0)  # where _hot bends: a gradient through them is exact
@@ -270,6 +270,7 @@ def report_html(
     sections = [_figure_html(r, figures[r.key], bar) for r in rows if r.key in figures]
     warnings = "".join(f"<p class=warn>{esc(w)}</p>" for w in run.get("warnings", []))
     flag = run.get("flag_threshold")
+    rules = run.get("settings", {}).get("screening", {})
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>CS3F screening report</title>
 <style>{_STYLE}</style></head><body>
@@ -278,12 +279,10 @@ def report_html(
 encoder <b>{esc(str(run.get("encoder", {}).get("name")))}</b>. Research use; not a diagnosis.</p>
 <p>A study's <b>score</b> is the largest voxel score of its map in standard space; a voxel's score
 is how far its region is from the nearest look-alikes in the other studies of this batch. Voxels
-above the <b>SEG threshold</b> {_number(threshold)} (the batch's
-{esc(str(run.get("settings", {}).get("screening", {}).get("voxel_percentile", "")))}-th
-percentile of voxel scores) form the SEG. A study is <b>flagged</b> when its score is above
+above the <b>SEG threshold</b> {_number(threshold)} (the {_number(rules.get("voxel_percentile"))} %
+point of the batch's voxel scores) form the SEG. A study is <b>flagged</b> when its score is above
 {_number(flag) if flag is not None else "(no flag: the scores do not spread)"}, the batch median
-plus {esc(str(run.get("settings", {}).get("screening", {}).get("flag_mad", "")))} robust
-standard deviations. The maps on the source grid (figures, Parametric Map, SEG) are the
+plus {_number(rules.get("flag_mad"))} robust standard deviations. The maps on the source grid (figures, Parametric Map, SEG) are the
 standard-space map interpolated back, so their largest value is at most the score.</p>
 {warnings}{score_plot(rows, run)}
 <table>{"".join(table)}</table>
