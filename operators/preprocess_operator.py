@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cs3f.io.nifti_io import save_nifti
-from cs3f.preprocess import preprocess
+from cs3f.preprocess.parallel import preprocess_all, usable_cores
 from cs3f.preprocess.standard_space import PreprocessSettings
 from cs3f.screening import ScreeningError, check_batch_size
 from operators.stage import Stage
@@ -14,7 +14,8 @@ from operators.stages import SourceStudy, SourceVolumes, StandardStudy, Standard
 
 
 class PreprocessOperator(Stage):
-    """With ``save_to``, also writes ``<key>.nii.gz`` and ``<key>_mask.nii.gz`` per study
+    """Studies are preprocessed ``settings.workers`` at a time in worker processes
+    (:mod:`cs3f.preprocess.parallel`). With ``save_to``, also writes ``<key>.nii.gz`` and ``<key>_mask.nii.gz`` per study
     (``<key>_<region>...`` when a study has several regions, as lungs do)."""
 
     receives, emits = "sources", "standard"
@@ -39,9 +40,14 @@ class PreprocessOperator(Stage):
             ledger.refuse(str(exc), [s.row for s in sources.studies], "batch too small to score")
             return StandardVolumes(ledger, [])
 
-        def prepare(study: SourceStudy) -> StandardStudy:
+        workers = self.settings.workers or usable_cores()
+        workers = min(workers, len(sources.studies))
+        volumes = [s.source for s in sources.studies]
+        results = preprocess_all(volumes, self.task, self.settings, workers)
+
+        def prepare(study: SourceStudy) -> StandardStudy:  # called once per study, in order
             row = study.row
-            regions = preprocess(study.source, self.task, self.settings)
+            regions = next(results).result()
             for region in regions:
                 region.volume = ledger.park(row, f"{region.slug}_standard", region.volume)
                 region.mask = ledger.park(row, f"{region.slug}_mask", region.mask)
@@ -56,5 +62,8 @@ class PreprocessOperator(Stage):
             row.details["preprocessing"] = {r.region: r.details for r in regions}
             return StandardStudy(study, regions)
 
-        studies = ledger.each("preprocess", sources.studies, lambda s: s.row, prepare)
+        try:
+            studies = ledger.each("preprocess", sources.studies, lambda s: s.row, prepare)
+        finally:
+            results.close()
         return StandardVolumes(ledger, studies)

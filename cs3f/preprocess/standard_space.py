@@ -56,6 +56,8 @@ class PreprocessSettings:
         lung_model: lungmask R231 weights (a ``.pth`` state dict) to segment the lungs with;
             empty = the classical mask.
         min_lung_ml: a lung smaller than this means the series is not a chest CT (0: no check).
+        workers: studies preprocessed at once, one single-threaded process each (0: one per
+            usable core); the results do not depend on it.
     """
 
     input: str = "native"
@@ -72,8 +74,11 @@ class PreprocessSettings:
     lung_hu: float = -400.0
     min_lung_ml: float = 100.0
     lung_model: str = ""
+    workers: int = 0
 
     def __post_init__(self) -> None:
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0 (0: one per usable core), got {self.workers}")
         if self.input not in INPUTS:
             raise ValueError(f"input must be one of {INPUTS}, got {self.input!r}")
         if self.size < 16:
