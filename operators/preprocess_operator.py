@@ -15,8 +15,9 @@ from operators.stages import SourceStudy, SourceVolumes, StandardStudy, Standard
 
 class PreprocessOperator(Stage):
     """Studies are preprocessed ``settings.workers`` at a time in worker processes
-    (:mod:`cs3f.preprocess.parallel`). With ``save_to``, also writes ``<key>.nii.gz`` and ``<key>_mask.nii.gz`` per study
-    (``<key>_<region>...`` when a study has several regions, as lungs do)."""
+    (:mod:`cs3f.preprocess.parallel`). With ``save_to``, also writes ``<key>.nii.gz`` and
+    ``<key>_mask.nii.gz`` per study (``<key>_<region>...`` when a study has several regions, as
+    lungs do)."""
 
     receives, emits = "sources", "standard"
 

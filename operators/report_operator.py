@@ -16,9 +16,9 @@ LOG = logging.getLogger("cs3f.app")
 
 class ReportOperator(Stage):
     """Ranks the rows (decisions from the batch's calibration) and writes the three files;
-        ``run`` (app version, encoder, settings) goes into scores.json. Patient ID, name and
-    accession number go into the three files only with ``show_identifiers``. Keeps what it received as
-        ``result`` for the entry point."""
+    ``run`` (app version, encoder, settings) goes into scores.json. Patient ID, name and
+    accession number go into the three files only with ``show_identifiers``. Keeps what it
+    received as ``result`` for the entry point."""
 
     receives = "written"
 

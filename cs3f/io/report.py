@@ -282,8 +282,9 @@ is how far its region is from the nearest look-alikes in the other studies of th
 above the <b>SEG threshold</b> {_number(threshold)} (the {_number(rules.get("voxel_percentile"))} %
 point of the batch's voxel scores) form the SEG. A study is <b>flagged</b> when its score is above
 {_number(flag) if flag is not None else "(no flag: the scores do not spread)"}, the batch median
-plus {_number(rules.get("flag_mad"))} robust standard deviations. The maps on the source grid (figures, Parametric Map, SEG) are the
-standard-space map interpolated back, so their largest value is at most the score.</p>
+plus {_number(rules.get("flag_mad"))} robust standard deviations. The maps on the source grid
+(figures, Parametric Map, SEG) are the standard-space map interpolated back, so their largest
+value is at most the score.</p>
 {warnings}{score_plot(rows, run)}
 <table>{"".join(table)}</table>
 <p>Figures: colour = score above the SEG threshold, green = SEG outline; slices through each
