@@ -9,6 +9,10 @@ Sections:
 - ``scoring``: ``mutual_scores`` GFLOP/s (2 * N_i * N_j * d per unordered pair of volumes).
 - ``scaling_b`` / ``scaling_n``: scoring time against the batch size B and tokens per volume N.
 - ``c2f``: coarse-to-fine against exhaustive fine scoring on the same tokens.
+- ``multiscale``: scoring time of variant MS (coarse and coarse-to-fine fine scores, one coarse
+  block per pair) against variant C (coarse scores only) on the same tokens: a batch of 10
+  volumes shaped like the brain grid (the template brain mask on the 224^3, 156 mm grid, smooth
+  random texture inside), tokenised by the ``histogram`` encoder (3 axes, coarse + fine).
 - ``tokenize``: encoder slices/s bare and inside tokenisation (same slices), for the pixel
   encoder and a DINOv2 ViT-S/14 architecture with random weights.
 - ``voxel_map``: seconds to turn one volume's MS token scores (3 axes x 2 levels) into its
@@ -40,8 +44,10 @@ from cs3f.encoders import load_encoder
 from cs3f.encoders.dinov2 import write_random_checkpoint
 from cs3f.method.batch_scorer import BatchScorer
 from cs3f.method.pairs import NearestTokens
-from cs3f.method.scoring import coarse_to_fine_scores, mutual_scores
+from cs3f.method.scoring import multiscale_scores, mutual_scores
 from cs3f.method.tokens import Tokenizer, TokenSettings
+from cs3f.preprocess.standard_space import cube_grid
+from cs3f.preprocess.template import template_centre, template_on
 
 
 def log(message: str) -> None:
@@ -100,7 +106,7 @@ def bench_c2f(
         for c, p in zip(coarse, parents)
     ]
     start = time.perf_counter()
-    routed = coarse_to_fine_scores(coarse, fine, parents, n_routes=n_routes, k=1)
+    _, routed = multiscale_scores(coarse, fine, parents, n_routes=n_routes, k=1)
     c2f_seconds = time.perf_counter() - start
     start = time.perf_counter()
     exhaustive = mutual_scores(fine, k=1)
@@ -116,6 +122,48 @@ def bench_c2f(
         "speedup": exhaustive_seconds / c2f_seconds,
         "tokens_with_larger_score": float((gap > 1e-5).mean()),
         "mean_relative_excess": float((gap / np.concatenate(exhaustive)).mean()),
+    }
+
+
+def brain_token_batch(n_volumes: int, side: int) -> dict:
+    """{(axis, level): B token sets} of ``n_volumes`` brain-shaped volumes (see ``multiscale``)."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(4)
+    mask = template_on((side,) * 3, cube_grid(template_centre(), 156.0, side))
+    tokenizer = Tokenizer(load_encoder("histogram", device="cpu"), TokenSettings())
+    batch: dict = {}
+    for _ in range(n_volumes):
+        texture = gaussian_filter(rng.standard_normal(mask.shape, dtype=np.float32), 2.0)
+        volume = (mask * (0.5 + 2.0 * texture)).clip(0, 1).astype(np.float32)
+        for key, tokens in tokenizer.tokenize(volume, mask).items():
+            batch.setdefault((key.axis, key.level), []).append(tokens)
+    return batch
+
+
+def bench_multiscale(n_volumes: int, side: int, n_routes: int = 16) -> dict:
+    batch = brain_token_batch(n_volumes, side)
+    c_seconds = ms_seconds = 0.0
+    for axis in (0, 1, 2):
+        coarse = [t.features for t in batch[(axis, "coarse")]]
+        fine = batch[(axis, "fine")]
+        start = time.perf_counter()
+        mutual_scores(coarse, k=1)
+        c_seconds += time.perf_counter() - start
+        start = time.perf_counter()
+        multiscale_scores(
+            coarse, [t.features for t in fine], [t.parents for t in fine], n_routes, k=1
+        )
+        ms_seconds += time.perf_counter() - start
+    return {
+        "B": n_volumes,
+        "side": side,
+        "N_coarse": float(np.mean([len(t.features) for t in batch[(0, "coarse")]])),
+        "N_fine": float(np.mean([len(t.features) for t in batch[(0, "fine")]])),
+        "L": n_routes,
+        "C_seconds": c_seconds,
+        "MS_seconds": ms_seconds,
+        "MS_over_C": ms_seconds / c_seconds,
     }
 
 
@@ -262,6 +310,9 @@ def main() -> None:
     if want("c2f"):
         log("c2f")
         result["c2f"] = bench_c2f(5 if quick else 10, 256 if quick else 1024, 7)
+    if want("multiscale"):
+        log("multiscale")
+        result["multiscale"] = bench_multiscale(5 if quick else 10, 112 if quick else 224)
     if want("tokenize"):
         result["tokenize"] = []
         side = 56 if quick else 112

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from cs3f.method.scoring import coarse_to_fine_scores, mutual_scores, neighbour_count
+from cs3f.method.scoring import multiscale_scores, mutual_scores, neighbour_count
 
 
 def brute_force_scores(token_sets, k):
@@ -111,10 +111,53 @@ def hierarchical_sets(rng, n_volumes, n_cells=(12, 9, 15, 10, 13), d=8):
     return coarse, fine, parents
 
 
+def brute_force_c2f(coarse_sets, fine_sets, parents, n_routes, k):
+    """Coarse-to-fine fine scores by the definition, in float64: routes from all coarse
+    distances, then each fine token's nearest routed child per other volume."""
+    out = []
+    for i, (coarse_i, fine_i) in enumerate(zip(coarse_sets, fine_sets)):
+        per_volume = []
+        for j, (coarse_j, fine_j) in enumerate(zip(coarse_sets, fine_sets)):
+            if j == i:
+                continue
+            keys = np.unique(parents[j])
+            cell_d = ((coarse_i[:, None, :].astype(np.float64) - coarse_j[keys]) ** 2).sum(-1)
+            routes = keys[np.argsort(cell_d, axis=1)[:, :n_routes]]  # (Nc_i, L) coarse rows of j
+            fine_d = np.sqrt(((fine_i[:, None, :].astype(np.float64) - fine_j) ** 2).sum(-1))
+            allowed = (routes[parents[i]][:, :, None] == parents[j][None, None, :]).any(axis=1)
+            per_volume.append(np.where(allowed, fine_d, np.inf).min(axis=1))
+        distances = np.sort(np.stack(per_volume, axis=1), axis=1)
+        out.append(distances[:, :k].mean(axis=1))
+    return out
+
+
+@pytest.mark.parametrize("n_routes", [1, 3])
+def test_c2f_matches_brute_force_routing(n_routes):
+    rng = np.random.default_rng(4)
+    coarse, fine, parents = hierarchical_sets(rng, 5)
+    coarse_scores, fine_scores = multiscale_scores(coarse, fine, parents, n_routes=n_routes, k=2)
+    want = brute_force_c2f(coarse, fine, parents, n_routes, k=2)
+    for got, w in zip(fine_scores, want):
+        np.testing.assert_allclose(got, w, rtol=1e-5, atol=1e-5)
+    for got, w in zip(coarse_scores, mutual_scores(coarse, k=2)):  # the same block, the same bits
+        np.testing.assert_array_equal(got, w)
+
+
+def test_c2f_routes_only_to_cells_with_children():
+    rng = np.random.default_rng(8)
+    coarse, fine, parents = hierarchical_sets(rng, 4)
+    for v in range(4):  # drop every fine child of the first three cells
+        keep = parents[v] >= 3
+        fine[v], parents[v] = fine[v][keep], parents[v][keep]
+    _, fine_scores = multiscale_scores(coarse, fine, parents, n_routes=2, k=1)
+    for got, w in zip(fine_scores, brute_force_c2f(coarse, fine, parents, 2, k=1)):
+        np.testing.assert_allclose(got, w, rtol=1e-5, atol=1e-5)
+
+
 def test_c2f_with_all_cells_equals_exhaustive_fine():
     rng = np.random.default_rng(5)
     coarse, fine, parents = hierarchical_sets(rng, 6)
-    routed = coarse_to_fine_scores(coarse, fine, parents, n_routes=10_000, k=2)
+    _, routed = multiscale_scores(coarse, fine, parents, n_routes=10_000, k=2)
     exhaustive = mutual_scores(fine, k=2)
     for r, e in zip(routed, exhaustive):
         np.testing.assert_allclose(r, e, rtol=1e-5, atol=1e-5)
@@ -125,10 +168,10 @@ def test_c2f_with_few_routes_is_an_upper_bound():
     coarse, fine, parents = hierarchical_sets(rng, 6)
     exhaustive = mutual_scores(fine, k=2)
     for n_routes in (1, 2, 4):
-        routed = coarse_to_fine_scores(coarse, fine, parents, n_routes=n_routes, k=2)
+        _, routed = multiscale_scores(coarse, fine, parents, n_routes=n_routes, k=2)
         for r, e in zip(routed, exhaustive):
             assert np.all(r >= e - 1e-5)
-    strict = coarse_to_fine_scores(coarse, fine, parents, n_routes=1, k=2)
+    _, strict = multiscale_scores(coarse, fine, parents, n_routes=1, k=2)
     assert any(np.any(r > e + 1e-3) for r, e in zip(strict, exhaustive))
 
 
@@ -137,4 +180,4 @@ def test_c2f_rejects_parents_out_of_range():
     coarse, fine, parents = hierarchical_sets(rng, 3)
     parents[1] = parents[1] + 100
     with pytest.raises(ValueError, match="fine_parents\\[1\\]"):
-        coarse_to_fine_scores(coarse, fine, parents)
+        multiscale_scores(coarse, fine, parents)

@@ -30,7 +30,7 @@ from cs3f.device import DEVICES
 from cs3f.encoders import SliceEncoder
 from cs3f.method.maps import concat_axes, fuse_maps, token_map
 from cs3f.method.pairs import NearestTokens
-from cs3f.method.scoring import coarse_to_fine_scores, mutual_scores, neighbour_count
+from cs3f.method.scoring import multiscale_scores, mutual_scores, neighbour_count
 from cs3f.method.store import TokenStore
 from cs3f.method.tokens import COARSE, FINE, Tokenizer, TokenKey, TokenSet, TokenSettings
 
@@ -216,24 +216,28 @@ class BatchScorer:
             sets_of = lambda i, key: joined[(i, key)]
         else:
             for key in keys:
-                if key.level == COARSE and COARSE in self.scoring.levels:
+                if key.level == COARSE and self.scoring.levels == (COARSE,):
                     features = [self.store.get(i, key).features for i in volumes]
                     scores[key] = self._timed(
                         "score_coarse", progress, key, mutual_scores, features, **rule
                     )
-                elif key.level == FINE:
+                elif key.level == FINE:  # the coarse scores come with the fine ones
                     coarse_key = key._replace(level=COARSE)
-                    scores[key] = self._timed(
-                        "score_fine",
+                    coarse, fine = self._timed(
+                        "score_multiscale",
                         progress,
                         key,
-                        coarse_to_fine_scores,
+                        multiscale_scores,
                         [self.store.get(i, coarse_key).features for i in volumes],
                         [self.store.get(i, key).features for i in volumes],
                         [self.store.get(i, key).parents for i in volumes],
                         n_routes=self.scoring.n_routes,
                         **rule,
                     )
+                    scores[key] = fine
+                    if COARSE in self.scoring.levels:
+                        scores[coarse_key] = coarse
+            scores = {key: scores[key] for key in keys if key in scores}  # the store's order
         return BatchScores(scores, list(self.shapes), self.scoring, dict(self.timings), sets_of)
 
     def _timed(

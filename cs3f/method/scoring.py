@@ -1,4 +1,4 @@
-"""Cross-subject token scores: exact all-pairs scoring and coarse-to-fine (C2F) scoring.
+"""Cross-subject token scores: exact all-pairs scoring and multiscale coarse-to-fine scoring.
 
 For a token v of volume i and every other volume j of the batch, d(v, C_j) = min over the
 tokens w of j of ||v - w||_2. The score of v is the mean of the K smallest of these B - 1
@@ -20,7 +20,7 @@ import torch
 
 from cs3f.method.pairs import NearestTokens
 
-__all__ = ["coarse_to_fine_scores", "mutual_scores", "neighbour_count"]
+__all__ = ["multiscale_scores", "mutual_scores", "neighbour_count"]
 
 Progress = Callable[[int, int], None]
 """Called as ``progress(done, total)`` after each query volume."""
@@ -126,46 +126,68 @@ def _padded_groups(parents: np.ndarray, n_groups: int) -> np.ndarray:
     return table
 
 
-def _routed_minima(
-    query_fine: torch.Tensor,
-    query_groups: np.ndarray,
-    ref_fine: torch.Tensor,
-    candidate_groups: np.ndarray,
-) -> np.ndarray:
-    """Nearest squared distance of each query fine token among its cell's routed candidates.
+class _Cells:
+    """The fine tokens of one volume grouped by parent coarse cell, for routed search.
 
-    Args:
-        query_fine: (Nf_i, d) float32 fine tokens of the query volume.
-        query_groups: (Nc_i, h) fine-token rows of each query coarse cell, -1 padded.
-        ref_fine: (Nf_j, d) float32 fine tokens of the reference volume.
-        candidate_groups: (Nc_i, M) reference fine-token rows routed to each query cell,
-            -1 padded.
-    Returns:
-        (Nf_i,) float32 squared distances.
+    Only cells with fine children take part in routing (``keys``, sorted rows of the coarse
+    set). Groups are padded to the largest, h; a padding slot has an infinite norm, so it is
+    never anyone's nearest token.
+
+    Attributes:
+        keys: (n_cells,) int64 coarse rows that have fine children.
+        table: (n_cells, h) int64 fine-token row of each slot, -1 for padding.
+        tokens: (n_cells, h, d) float32, the cells as queries.
+        tokens_t: (n_cells, d, h) float32, the cells as references (contiguous per cell).
+        norms: (n_cells, h) float32 squared norms, inf for padding.
     """
-    d = query_fine.shape[1]
-    pad_q = torch.cat([query_fine, query_fine.new_zeros(1, d)])
-    pad_r = torch.cat([ref_fine, ref_fine.new_zeros(1, d)])
-    norms_q = (pad_q * pad_q).sum(1)
-    norms_r = (pad_r * pad_r).sum(1)
-    norms_r[-1] = float("inf")  # padding candidates are never nearest
-    q_idx = torch.from_numpy(np.where(query_groups < 0, len(query_fine), query_groups))
-    c_idx = torch.from_numpy(np.where(candidate_groups < 0, len(ref_fine), candidate_groups))
-    out = torch.full((len(query_fine) + 1,), float("inf"))
-    chunk = max(1, _C2F_CHUNK_BYTES // (4 * d * max(c_idx.shape[1], q_idx.shape[1])))
-    for start in range(0, q_idx.shape[0], chunk):
-        qi, ci = q_idx[start : start + chunk], c_idx[start : start + chunk]
-        squared = torch.baddbmm(
-            norms_q[qi].unsqueeze(2) + norms_r[ci].unsqueeze(1),
-            pad_q[qi],
-            pad_r[ci].transpose(1, 2),
-            alpha=-2.0,
-        )  # (chunk, h, M)
-        out[qi.reshape(-1)] = squared.amin(dim=2).reshape(-1)
-    return out[:-1].clamp_(min=0).numpy()
+
+    def __init__(self, fine: np.ndarray, parents: np.ndarray, device: str = "cpu") -> None:
+        self.keys = np.unique(parents)
+        self.table = _padded_groups(np.searchsorted(self.keys, parents), len(self.keys))
+        padded = torch.from_numpy(np.ascontiguousarray(fine, dtype=np.float32)).to(device)
+        padded = torch.cat([padded, padded.new_zeros(1, padded.shape[1])])
+        table = torch.from_numpy(self.table).to(device)
+        rows = table.reshape(-1) % len(padded)  # row -1 is the zero padding row
+        self.tokens = padded.index_select(0, rows).view(*self.table.shape, -1)
+        self.tokens_t = self.tokens.transpose(1, 2).contiguous()
+        self.norms = (self.tokens * self.tokens).sum(2)
+        self.norms[table < 0] = float("inf")
+        self.n_fine = len(fine)
+
+    def routed_minima(self, ref: _Cells, routes: np.ndarray) -> np.ndarray:
+        """(n_fine,) float32 nearest squared distance of each fine token among its routes.
+
+        Args:
+            ref: the other volume's cells.
+            routes: (n_cells, L) int64 rows of ``ref``'s cells routed to from each cell here.
+        """
+        n_cells, h, d = self.tokens.shape
+        device = self.tokens.device
+        best = torch.full((n_cells, h), float("inf"), device=device)
+        routes_t = torch.from_numpy(routes).to(device)
+        chunk = max(1, _C2F_CHUNK_BYTES // (4 * d * max(h, ref.tokens.shape[1])))
+        gathered = torch.empty(min(chunk, n_cells), d, ref.tokens.shape[1], device=device)
+        for start in range(0, n_cells, chunk):
+            stop = min(start + chunk, n_cells)
+            query, query_norms = self.tokens[start:stop], self.norms[start:stop].unsqueeze(2)
+            candidates = gathered[: stop - start]
+            for rank in range(routes_t.shape[1]):  # one dense (h x d) @ (d x h) product per cell
+                cells = routes_t[start:stop, rank]
+                torch.index_select(ref.tokens_t, 0, cells, out=candidates)
+                squared = torch.baddbmm(
+                    query_norms + ref.norms.index_select(0, cells).unsqueeze(1),
+                    query,
+                    candidates,
+                    alpha=-2.0,
+                )
+                torch.minimum(best[start:stop], squared.amin(dim=2), out=best[start:stop])
+        out = np.empty(self.n_fine, dtype=np.float32)
+        slots = self.table >= 0
+        out[self.table[slots]] = best.cpu().numpy()[slots]
+        return np.maximum(out, 0, out=out)
 
 
-def coarse_to_fine_scores(
+def multiscale_scores(
     coarse_sets: Sequence[np.ndarray],
     fine_sets: Sequence[np.ndarray],
     fine_parents: Sequence[np.ndarray],
@@ -175,14 +197,19 @@ def coarse_to_fine_scores(
     *,
     search: NearestTokens | None = None,
     progress: Progress | None = None,
-) -> list[np.ndarray]:
-    """Fine-token scores where each fine token searches only routed parts of each reference.
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Coarse scores and coarse-to-fine (C2F) fine scores, from one coarse block per pair.
 
     A fine token v of volume i whose parent coarse token is c searches, in each other volume
-    j, only the fine children of the ``n_routes`` (L) coarse tokens of j nearest to c. The
-    nearest-distance estimate is therefore >= the exhaustive one; with L at least the number of
-    coarse tokens of j that have children, it equals it. Scores then follow the K rule of
-    :func:`mutual_scores`.
+    j, only the fine children of the ``n_routes`` (L) coarse tokens of j nearest to c (among
+    those that have children). The nearest-distance estimate is therefore >= the exhaustive
+    one; with L at least the number of such coarse tokens of j, it equals it. Scores then follow
+    the K rule of :func:`mutual_scores`.
+
+    Each unordered pair of volumes costs one coarse distance block, reduced to both volumes'
+    coarse minima (the coarse scores, identical to :func:`mutual_scores`) and to both
+    directions' routes, then one dense (h x d) @ (d x h) product per routed pair of cells,
+    h being the most fine children of a cell.
 
     Args:
         coarse_sets: B arrays (Nc_i, d) of coarse tokens (routing keys).
@@ -190,8 +217,11 @@ def coarse_to_fine_scores(
         fine_parents: B int arrays (Nf_i,), the row in ``coarse_sets[i]`` of each fine token's
             parent cell.
         n_routes: L, coarse cells routed to per reference volume.
+        rho, k, search, progress: as for :func:`mutual_scores`.
     Returns:
-        B float32 arrays of shape (Nf_i,).
+        ``(coarse, fine)``: B float32 arrays of shape (Nc_i,) and B of shape (Nf_i,).
+    Memory: every volume's running K smallest distances, (Nc_i + Nf_i) x K floats, and the
+    grouped fine tokens of two volumes at a time.
     """
     n_volumes = len(fine_sets)
     if not len(coarse_sets) == len(fine_parents) == n_volumes:
@@ -202,30 +232,27 @@ def coarse_to_fine_scores(
     if n_routes < 1:
         raise ValueError(f"n_routes (L) must be >= 1, got {n_routes}")
     search = search or NearestTokens()
-
+    device = "cuda" if search.uses_gpu else "cpu"
     parents = [np.asarray(p, dtype=np.int64) for p in fine_parents]
     for i, (p, coarse, fine) in enumerate(zip(parents, coarse_sets, fine_sets)):
         if p.shape != (fine.shape[0],) or p.min() < 0 or p.max() >= coarse.shape[0]:
             raise ValueError(f"fine_parents[{i}] must index rows of coarse_sets[{i}]")
-    routable = [np.unique(p) for p in parents]  # coarse cells that have fine children
-    children = [
-        _padded_groups(np.searchsorted(cells, p), len(cells)) for cells, p in zip(routable, parents)
-    ]
-    scores = []
+
+    coarse_nearest = [_KSmallest(c.shape[0], k) for c in coarse_sets]
+    fine_nearest = [_KSmallest(f.shape[0], k) for f in fine_sets]
     for i in range(n_volumes):
         query_coarse = np.ascontiguousarray(coarse_sets[i], dtype=np.float32)
-        query_fine = torch.from_numpy(np.ascontiguousarray(fine_sets[i], dtype=np.float32))
-        query_groups = _padded_groups(parents[i], len(query_coarse))
-        nearest = _KSmallest(len(query_fine), k)
-        for j in range(n_volumes):
-            if j == i:
-                continue
-            ref_cells = np.ascontiguousarray(coarse_sets[j], dtype=np.float32)[routable[j]]
-            routes = search.knn(query_coarse, ref_cells, n_routes)  # (Nc_i, L) rows of routable
-            candidates = children[j][routes].reshape(len(query_coarse), -1)
-            ref_fine = torch.from_numpy(np.ascontiguousarray(fine_sets[j], dtype=np.float32))
-            nearest.add(_routed_minima(query_fine, query_groups, ref_fine, candidates))
-        scores.append(nearest.mean_distance())
+        query = _Cells(fine_sets[i], parents[i], device)
+        for j in range(i + 1, n_volumes):
+            ref = _Cells(fine_sets[j], parents[j], device)
+            pair = search.pair_routes(query_coarse, coarse_sets[j], n_routes, query.keys, ref.keys)
+            coarse_nearest[i].add(pair.a_to_b)
+            coarse_nearest[j].add(pair.b_to_a)
+            fine_nearest[i].add(query.routed_minima(ref, pair.a_routes))
+            fine_nearest[j].add(ref.routed_minima(query, pair.b_routes))
         if progress:
             progress(i + 1, n_volumes)
-    return scores
+    return (
+        [acc.mean_distance() for acc in coarse_nearest],
+        [acc.mean_distance() for acc in fine_nearest],
+    )
