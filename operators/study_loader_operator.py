@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
+import sys
 from pathlib import Path
 
 from monai.deploy.operators import DICOMDataLoaderOperator
@@ -15,6 +18,8 @@ from cs3f.progress import Progress
 
 LOG = logging.getLogger("cs3f.app")
 UNDEFINED_LENGTH = 0xFFFFFFFF
+DEFER_BYTES = 1024
+"""Values longer than this (the pixel data, above all) stay on disk until a stage reads them."""
 
 
 def _ends_early(path: str, header: Dataset) -> bool:
@@ -25,6 +30,17 @@ def _ends_early(path: str, header: Dataset) -> bool:
     if tell is None or raw.length == UNDEFINED_LENGTH:
         return False
     return tell + raw.length > os.path.getsize(path)
+
+
+@contextlib.contextmanager
+def _deferred_reads(module):
+    """Within the block, ``module.dcmread`` defers values over :data:`DEFER_BYTES`."""
+    original = module.dcmread
+    module.dcmread = functools.partial(original, defer_size=DEFER_BYTES)
+    try:
+        yield
+    finally:
+        module.dcmread = original
 
 
 class StudyLoaderOperator(DICOMDataLoaderOperator):
@@ -66,8 +82,9 @@ class StudyLoaderOperator(DICOMDataLoaderOperator):
             self.series_files[series] = self.series_files.get(series, 0) + 1
 
     def _load_data(self, files):
-        """The SDK's, with progress: it reads every listed file whole, in one loop over
-        ``files``."""
+        """The SDK's, with progress, reading headers only: its ``dcmread`` (which takes no
+        options) defers values over :data:`DEFER_BYTES`, so intake holds no pixels; the volume
+        stage reads a selected series' pixels from its files, once, and keeps none of them."""
         progress = Progress(LOG, "read files", len(files))
 
         def counted():
@@ -75,7 +92,8 @@ class StudyLoaderOperator(DICOMDataLoaderOperator):
                 yield file
                 progress.step()
 
-        return super()._load_data(counted())
+        with _deferred_reads(sys.modules[DICOMDataLoaderOperator.__module__]):
+            return super()._load_data(counted())
 
     def populate_series_attributes(self, series, sop_instance):
         """The SDK's, given a header without a SeriesNumber that is not a whole number: the SDK

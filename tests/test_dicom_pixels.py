@@ -2,7 +2,8 @@
 pixels of the uncompressed original (reference files: pydicom's own test data, PyPI
 ``pydicom-data``) and a compressed series is the same volume; signed, 12-bit and rescaled
 values, MONOCHROME1 and colour are read right or refused with a reason; a compressed multi-frame
-instance is the same volume too."""
+instance is the same volume too; headers read with their pixels left on disk (as intake reads
+them) give the same volume and never come to hold the pixels."""
 
 import numpy as np
 import pydicom
@@ -16,6 +17,8 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from cs3f.io.dicom_pmap import score_map
+from cs3f.io.dicom_seg import anomaly_segmentation
 from cs3f.io.dicom_volume import PixelError, series_volume
 from cs3f_tools.cohort_dicom import write_series
 
@@ -138,3 +141,33 @@ def test_a_compressed_multi_frame_instance_is_the_same_volume(tmp_path, syntax):
     volume, _ = series_volume([compressed])
     np.testing.assert_array_equal(volume.array, reference.array)
     np.testing.assert_allclose(volume.affine, reference.affine, atol=1e-6)
+
+
+def _deferred(ds):
+    """Whether the instance's pixel data is still on disk (read with defer_size, never loaded)."""
+    return ds.get_item("PixelData", keep_deferred=True).value is None
+
+
+def test_headers_with_deferred_pixels_give_the_same_volume_and_keep_no_pixels(tmp_path):
+    """Intake reads headers only (pixels deferred): the volume is the full read's, and the
+    headers the later stages keep (and the SEG and map built on them) still hold no pixels."""
+    image = np.random.default_rng(6).integers(0, 4000, (40, 36, 9)).astype(np.float64)
+    affine = np.array([[0.9, 0, 0, -10], [0, 1.1, 0, 5], [0, 0, 2.5, 30], [0, 0, 0, 1]])
+    tags = {"PatientName": "Doe^Jane", "PatientID": "P-1", "AccessionNumber": "A1"}
+    paths = write_series(image, affine, tmp_path / "raw", tags, uid_seed="defer")
+    reference, _ = series_volume([pydicom.dcmread(p) for p in paths])
+    headers = [pydicom.dcmread(p, defer_size=1024) for p in paths]
+    assert all(_deferred(ds) for ds in headers)
+    volume, slices = series_volume(headers)
+    np.testing.assert_array_equal(volume.array, reference.array)
+    mask = volume.array > np.median(volume.array)
+    anomaly_segmentation(slices, mask, "pixels", 0.5)
+    score_map(slices, volume.array, "pixels", 0.5)
+    assert all(_deferred(ds) for ds in headers)
+
+    enhanced = as_multiframe([pydicom.dcmread(p) for p in paths], tmp_path / "mf.dcm")
+    enhanced.save_as(tmp_path / "mf.dcm")
+    header = pydicom.dcmread(tmp_path / "mf.dcm", defer_size=1024)
+    multiframe, _ = series_volume([header])
+    np.testing.assert_array_equal(multiframe.array, reference.array)
+    assert _deferred(header)

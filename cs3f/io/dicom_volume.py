@@ -11,6 +11,10 @@ rescales with PixelValueTransformationSequence; its slices are put in the single
 are converted from DICOM LPS to RAS. Geometry that a single affine cannot describe (mixed
 orientations, uneven slice gaps, missing positions) is refused with a :class:`GeometryError`
 naming the problem.
+
+Instances may be headers whose pixel data was left on disk (read with pydicom's ``defer_size``,
+as the app's intake does): their pixels are then read from their files for the conversion only,
+so the datasets a caller keeps never hold pixels.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from collections.abc import Sequence
 
 import highdicom as hd
 import numpy as np
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_rescale
 
@@ -119,10 +124,23 @@ def _affine(slices: Sequence[Dataset]) -> np.ndarray:
     return affine
 
 
+def _in_full(ds: Dataset) -> Dataset:
+    """``ds``; or, where its pixel data is still on disk (deferred), the instance read in full
+    from its file, for one conversion, leaving ``ds`` without pixels."""
+    pixels = ds.get_item("PixelData", keep_deferred=True)
+    filename = getattr(ds, "filename", None)
+    if pixels is None or pixels.value is not None or not isinstance(filename, str):
+        return ds
+    return dcmread(filename)
+
+
 def _single_frame_stack(slices: Sequence[Dataset]) -> tuple[np.ndarray, np.ndarray]:
     """(slices, rows, cols) float32 modality values (rescale applied) and the LPS affine."""
     affine = _affine(slices)
-    return np.stack([apply_rescale(ds.pixel_array, ds).astype(np.float32) for ds in slices]), affine
+    stack = np.empty((len(slices), slices[0].Rows, slices[0].Columns), dtype=np.float32)
+    for plane, ds in zip(stack, slices):
+        plane[:] = apply_rescale(_in_full(ds).pixel_array, ds)
+    return stack, affine
 
 
 def _frame_items(ds: Dataset, keyword: str) -> list[Dataset | None]:
@@ -165,7 +183,8 @@ def _multiframe_stack(slices: Sequence[Dataset]) -> tuple[np.ndarray, np.ndarray
     """(slices, rows, cols) float32 modality values of the one multi-frame instance in
     ``slices`` (PixelValueTransformationSequence applied, no real-world value map) and the LPS
     affine for (column, row, slice), slices in :func:`frame_order`."""
-    image = hd.Image.from_dataset(shallow_copy(slices[0]), copy=False)  # it re-classes the copy
+    full = shallow_copy(_in_full(slices[0]))
+    image = hd.Image.from_dataset(full, copy=False)  # it re-classes the copy
     try:
         volume = image.get_volume(
             dtype=np.float32,
