@@ -111,3 +111,19 @@ def test_implausible_brain_fails_with_the_measured_reason():
     head[10:30, 10:30, 10:30] = 1.0  # 8 ml: no adult brain
     with pytest.raises(PreprocessingFailed, match="brain volume"):
         preprocess_brain(Volume(head, np.eye(4)), PreprocessSettings(input="atlas"))
+
+
+@pytest.mark.parametrize("value", [0.0, 312.0])
+def test_a_blank_series_fails_with_a_reason_not_a_numpy_error(value):
+    """A series of one grey value (a test pattern, an empty export) has no brain to extract;
+    deepbet itself would stop on the argmax of an empty sequence."""
+    blank = Volume(np.full((60, 60, 40), value, np.float32), np.diag([1.0, 1.0, 1.5, 1.0]))
+    with pytest.raises(PreprocessingFailed, match="blank"):
+        preprocess_brain(blank, PreprocessSettings())
+
+
+def test_an_image_without_a_brain_fails_with_a_reason():
+    speck = np.zeros((60, 60, 40), np.float32)
+    speck[30, 30, 20] = 1.0  # deepbet's networks find nothing to keep
+    with pytest.raises(PreprocessingFailed, match="found no brain"):
+        preprocess_brain(Volume(speck, np.eye(4)), PreprocessSettings())
