@@ -75,6 +75,9 @@ def test_colour_bar_matches_the_overlay_colours():
     stops = re.findall(r'offset="([\d.]+)" stop-color="#(\w{6})"', bar)
     assert stops[0] == ("0.0", "660000") and stops[-1] == ("1.0", "ffff00")
     assert ">0.2<" in bar and ">0.7<" in bar and ">1.2<" in bar
+    ticks = [int(x) for x in re.findall(r'<text x="(\d+)" y="38"', bar)]
+    width = int(re.search(r'<svg[^>]* width="(\d+)"', bar).group(1))
+    assert min(ticks) >= 40 and width - max(ticks) >= 40  # room for a centred "0.2084"
 
 
 def _rows():

@@ -148,16 +148,16 @@ def colour_bar(threshold: float, vmax: float) -> str:
         f'<stop offset="{o}" stop-color="#{r:02x}{g:02x}{b:02x}"/>'
         for o, (r, g, b) in zip(_HOT_KNOTS, colours, strict=True)
     )
-    ticks = "".join(
-        f'<text x="{10 + 300 * f:.0f}" y="38" text-anchor="middle">'
+    ticks = "".join(  # the bar starts 40 px in, so that a centred end label is never cut off
+        f'<text x="{40 + 300 * f:.0f}" y="38" text-anchor="middle">'
         f"{_number(threshold + f * (vmax - threshold))}</text>"
         for f in (0.0, 0.5, 1.0)
     )
     return (
-        '<svg class="bar" width="320" height="60" role="img" aria-label="colour bar">'
+        '<svg class="bar" width="380" height="60" role="img" aria-label="colour bar">'
         f'<defs><linearGradient id="hot">{stops}</linearGradient></defs>'
-        '<rect x="10" y="8" width="300" height="16" fill="url(#hot)"/>'
-        f'{ticks}<text x="160" y="55" text-anchor="middle">{SCORE_UNITS}</text></svg>'
+        '<rect x="40" y="8" width="300" height="16" fill="url(#hot)"/>'
+        f'{ticks}<text x="190" y="55" text-anchor="middle">{SCORE_UNITS}</text></svg>'
     )
 
 
