@@ -37,16 +37,13 @@ In = TypeVar("In")
 Out = TypeVar("Out")
 
 
-def tag(row: StudyRow) -> str:
-    """A short pseudonymous label for logs (the report's too): never the UID, name or ID."""
-    return row.pseudonym
-
-
 def register(row: StudyRow, *values: object) -> None:
     """Register the study's identifiers (its row's UIDs, IDs and key, plus ``values``, e.g.
     the patient's name and birth date) so that logs and reasons show its tag instead."""
     identifiers = (row.study_instance_uid, row.series_instance_uid, row.patient_id)
-    IDENTIFIERS.add((*identifiers, row.accession_number, row.key, *values), f"<study {tag(row)}>")
+    IDENTIFIERS.add(
+        (*identifiers, row.accession_number, row.key, *values), f"<study {row.pseudonym}>"
+    )
 
 
 def redact(text: str, row: StudyRow) -> str:
@@ -99,8 +96,10 @@ class Ledger:
                 done.append(work(item))
             except Exception as exc:  # noqa: BLE001  (one bad study never takes the batch down)
                 row.fail("failed", redact(f"{stage}: {type(exc).__name__}: {exc}", row))
-                LOG.warning("study %s failed in %s: %s", tag(row), stage, type(exc).__name__)
-                LOG.debug("study %s, %s:\n%s", tag(row), stage, redact(traceback.format_exc(), row))
+                LOG.warning("study %s failed in %s: %s", row.pseudonym, stage, type(exc).__name__)
+                LOG.debug(
+                    "study %s, %s:\n%s", row.pseudonym, stage, redact(traceback.format_exc(), row)
+                )
             progress.step()
         self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - start
         return done
