@@ -181,3 +181,43 @@ def test_c2f_rejects_parents_out_of_range():
     parents[1] = parents[1] + 100
     with pytest.raises(ValueError, match="fine_parents\\[1\\]"):
         multiscale_scores(coarse, fine, parents)
+
+
+def test_scores_against_references_equal_a_batch_of_the_study_and_the_references():
+    """A reference bank's contract: new studies scored against B stored volumes get the token
+    scores each would get in a batch of those B + 1 (not compared with each other), C and MS."""
+    rng = np.random.default_rng(9)
+    coarse, fine, parents = hierarchical_sets(rng, 9)
+    bank = slice(0, 7)
+    new = [7, 8]
+    got_c = mutual_scores(coarse[7:] + coarse[bank], rho=0.3, n_references=7)
+    got_ms = multiscale_scores(
+        coarse[7:] + coarse[bank],
+        fine[7:] + fine[bank],
+        parents[7:] + parents[bank],
+        n_routes=2,
+        rho=0.3,
+        n_references=7,
+    )
+    for n, index in enumerate(new):  # alone with the bank, at the end of the batch
+        batch = [*range(7), index]
+        want_c = mutual_scores([coarse[i] for i in batch], rho=0.3)[-1]
+        np.testing.assert_allclose(got_c[n], want_c, rtol=1e-5, atol=1e-6)
+        want_coarse, want_fine = multiscale_scores(
+            [coarse[i] for i in batch],
+            [fine[i] for i in batch],
+            [parents[i] for i in batch],
+            n_routes=2,
+            rho=0.3,
+        )
+        np.testing.assert_allclose(got_ms[0][n], want_coarse[-1], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got_ms[1][n], want_fine[-1], rtol=1e-5, atol=1e-6)
+    assert len(got_c) == len(got_ms[0]) == len(got_ms[1]) == 2  # the references get none
+
+
+def test_references_must_leave_a_volume_to_score():
+    sets = random_sets(np.random.default_rng(10), [5, 6, 7])
+    for n_references in (3, -1):
+        with pytest.raises(ValueError, match="n_references"):
+            mutual_scores(sets, n_references=n_references)
+    assert len(mutual_scores(sets, n_references=2)) == 1  # one volume, K = 1 of 2 references

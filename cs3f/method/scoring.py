@@ -5,6 +5,11 @@ tokens w of j of ||v - w||_2. The score of v is the mean of the K smallest of th
 distances, K = k if given else max(1, floor(rho * (B - 1))): a token that has close
 look-alikes in at least K other volumes scores low, a token that has none scores high.
 
+With ``n_references`` > 0 the last entries are a reference bank's volumes: every other volume
+is scored against them alone (not against the other new ones), K counts the references,
+max(1, floor(rho * n_references)), and the references get no scores. A volume so scored gets
+the scores it would get as a member of a batch made of it and the references.
+
 Memory: each volume keeps only its running K smallest distances per token (N_i x K floats), and
 the reference volumes are read one at a time, so token sets may be disk-backed memmaps
 (``cs3f.method.store``) and a batch of 180 volumes never needs all tokens in RAM.
@@ -75,11 +80,30 @@ def _check_sets(token_sets: Sequence[np.ndarray], name: str) -> int:
     return dims.pop()
 
 
+def _schedule(n_volumes: int, n_references: int, rho: float, k: int | None) -> tuple[int, int]:
+    """(volumes that get scores, K) for a batch (``n_references`` = 0) or a bank run."""
+    if n_references == 0:
+        return n_volumes, neighbour_count(n_volumes, rho, k)
+    if not 0 < n_references < n_volumes:
+        raise ValueError(
+            f"n_references must leave at least one volume to score and be >= 1, "
+            f"got {n_references} of {n_volumes}"
+        )
+    return n_volumes - n_references, neighbour_count(n_references + 1, rho, k)
+
+
+def _partners(i: int, n_volumes: int, n_scored: int) -> range:
+    """The volumes scored volume i is compared with and that no earlier i was compared with:
+    the later volumes of a batch (each pair once), or all the references."""
+    return range(i + 1, n_volumes) if n_scored == n_volumes else range(n_scored, n_volumes)
+
+
 def mutual_scores(
     token_sets: Sequence[np.ndarray],
     rho: float = 0.1,
     k: int | None = None,
     *,
+    n_references: int = 0,
     search: NearestTokens | None = None,
     progress: Progress | None = None,
 ) -> list[np.ndarray]:
@@ -90,27 +114,30 @@ def mutual_scores(
             float32, in memory or memmapped.
         rho: fraction of the other B - 1 volumes to average over (when ``k`` is None).
         k: number of nearest other volumes to average over; overrides ``rho``.
+        n_references: how many of the last sets are reference volumes (see the module).
         search: the nearest-token kernel (default: FAISS on the best available device).
-        progress: optional ``progress(done, total)`` callback, once per volume.
+        progress: optional ``progress(done, total)`` callback, once per scored volume.
     Returns:
-        B float32 arrays, entry i of shape (N_i,): the mean of the K smallest values of
-        ``{min_w in volume j ||v - w||_2 : j != i}`` for every token v of volume i.
+        One float32 array per scored volume (all B, or the first B - n_references), entry i
+        of shape (N_i,): the mean of the K smallest values of ``{min_w in volume j
+        ||v - w||_2}`` over the volumes j it is compared with, for every token v of volume i.
     Raises:
         ValueError: fewer than 2 volumes, an empty set, mismatched d, or K out of range.
     """
     n_volumes = len(token_sets)
-    k = neighbour_count(n_volumes, rho, k)
+    n_scored, k = _schedule(n_volumes, n_references, rho, k)
     _check_sets(token_sets, "token_sets")
     search = search or NearestTokens()
-    nearest = [_KSmallest(t.shape[0], k) for t in token_sets]
-    for i in range(n_volumes):
+    nearest = [_KSmallest(t.shape[0], k) for t in token_sets[:n_scored]]
+    for i in range(n_scored):
         query = np.ascontiguousarray(token_sets[i], dtype=np.float32)
-        for j in range(i + 1, n_volumes):
+        for j in _partners(i, n_volumes, n_scored):
             i_to_j, j_to_i = search.pair_minima(query, token_sets[j])
             nearest[i].add(i_to_j)
-            nearest[j].add(j_to_i)
+            if j < n_scored:
+                nearest[j].add(j_to_i)
         if progress:
-            progress(i + 1, n_volumes)
+            progress(i + 1, n_scored)
     return [acc.mean_distance() for acc in nearest]
 
 
@@ -195,6 +222,7 @@ def multiscale_scores(
     rho: float = 0.1,
     k: int | None = None,
     *,
+    n_references: int = 0,
     search: NearestTokens | None = None,
     progress: Progress | None = None,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -217,16 +245,16 @@ def multiscale_scores(
         fine_parents: B int arrays (Nf_i,), the row in ``coarse_sets[i]`` of each fine token's
             parent cell.
         n_routes: L, coarse cells routed to per reference volume.
-        rho, k, search, progress: as for :func:`mutual_scores`.
+        rho, k, n_references, search, progress: as for :func:`mutual_scores`.
     Returns:
-        ``(coarse, fine)``: B float32 arrays of shape (Nc_i,) and B of shape (Nf_i,).
+        ``(coarse, fine)``: per scored volume, float32 arrays of shape (Nc_i,) and (Nf_i,).
     Memory: every volume's running K smallest distances, (Nc_i + Nf_i) x K floats, and the
     grouped fine tokens of two volumes at a time.
     """
     n_volumes = len(fine_sets)
     if not len(coarse_sets) == len(fine_parents) == n_volumes:
         raise ValueError("coarse_sets, fine_sets and fine_parents must have one entry per volume")
-    k = neighbour_count(n_volumes, rho, k)
+    n_scored, k = _schedule(n_volumes, n_references, rho, k)
     _check_sets(coarse_sets, "coarse_sets")
     _check_sets(fine_sets, "fine_sets")
     if n_routes < 1:
@@ -238,20 +266,21 @@ def multiscale_scores(
         if p.shape != (fine.shape[0],) or p.min() < 0 or p.max() >= coarse.shape[0]:
             raise ValueError(f"fine_parents[{i}] must index rows of coarse_sets[{i}]")
 
-    coarse_nearest = [_KSmallest(c.shape[0], k) for c in coarse_sets]
-    fine_nearest = [_KSmallest(f.shape[0], k) for f in fine_sets]
-    for i in range(n_volumes):
+    coarse_nearest = [_KSmallest(c.shape[0], k) for c in coarse_sets[:n_scored]]
+    fine_nearest = [_KSmallest(f.shape[0], k) for f in fine_sets[:n_scored]]
+    for i in range(n_scored):
         query_coarse = np.ascontiguousarray(coarse_sets[i], dtype=np.float32)
         query = _Cells(fine_sets[i], parents[i], device)
-        for j in range(i + 1, n_volumes):
+        for j in _partners(i, n_volumes, n_scored):
             ref = _Cells(fine_sets[j], parents[j], device)
             pair = search.pair_routes(query_coarse, coarse_sets[j], n_routes, query.keys, ref.keys)
             coarse_nearest[i].add(pair.a_to_b)
-            coarse_nearest[j].add(pair.b_to_a)
             fine_nearest[i].add(query.routed_minima(ref, pair.a_routes))
-            fine_nearest[j].add(ref.routed_minima(query, pair.b_routes))
+            if j < n_scored:  # a reference gets no scores: its direction is not searched
+                coarse_nearest[j].add(pair.b_to_a)
+                fine_nearest[j].add(ref.routed_minima(query, pair.b_routes))
         if progress:
-            progress(i + 1, n_volumes)
+            progress(i + 1, n_scored)
     return (
         [acc.mean_distance() for acc in coarse_nearest],
         [acc.mean_distance() for acc in fine_nearest],
