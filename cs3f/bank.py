@@ -1,0 +1,311 @@
+"""A reference bank: the tokens of a site's past studies on disk, to screen new studies against.
+
+Layout (format ``cs3f-reference-bank``, version 1):
+
+    BANK/bank.json               the manifest (below)
+    BANK/volumes/<id>/<region>/  one folder per volume and region, written once, never changed:
+        index.json, *.npy        its token sets (a :class:`~cs3f.method.store.TokenStore`,
+                                 features in float16)
+        mask.npz                 its standard-space foreground, as packed bits and a shape
+
+The manifest holds what scoring against the bank needs and nothing that names a patient:
+``identity`` (the encoder's name and weights SHA-256 and every token, scoring and preprocessing
+setting, as the caller describes them; a run whose identity differs is refused before any work,
+see :meth:`ReferenceBank.check`), the ``regions`` and token keys every volume has, one entry
+per volume (a pseudonymous ``id``, the study date, when it was added) and ``calibration``, the
+bank's own leave-one-out statistics as the caller computed them (the screening layer's voxel
+threshold and patient scores).
+
+Writes never leave a bank half-written: :meth:`ReferenceBank.create` writes into a temporary
+folder beside BANK and renames it; :meth:`~ReferenceBank.add` writes the new volumes' folders
+first and then replaces ``bank.json`` in one rename; :meth:`~ReferenceBank.remove` replaces
+``bank.json`` and then deletes the volume's folder. A crash leaves the previous bank readable,
+at worst with an unreferenced folder.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cs3f.method.store import StoreError, TokenStore
+from cs3f.method.tokens import TokenKey, TokenSet
+
+__all__ = ["BankError", "BankMismatch", "BankVolume", "NewVolume", "ReferenceBank"]
+
+FORMAT, VERSION = "cs3f-reference-bank", 1
+MANIFEST = "bank.json"
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+class BankError(ValueError):
+    """A bank cannot be used: missing, unreadable, cut short, of another format, or misused."""
+
+
+class BankMismatch(BankError):
+    """A run's encoder or settings differ from the bank's (the message names each difference)."""
+
+
+@dataclass(frozen=True)
+class BankVolume:
+    """One volume of the bank, as the manifest lists it.
+
+    Attributes:
+        id: pseudonymous, unique in the bank; letters, digits, ``_`` and ``-`` (a folder name).
+        study_date: ISO date of the study, or "".
+        added: ISO time (UTC) it joined the bank.
+    """
+
+    id: str
+    study_date: str = ""
+    added: str = ""
+
+
+@dataclass(frozen=True)
+class NewVolume:
+    """A volume to put into a bank: per region, its token sets and standard-space mask."""
+
+    id: str
+    tokens: Mapping[str, Mapping[TokenKey, TokenSet]]
+    masks: Mapping[str, np.ndarray]
+    study_date: str = ""
+
+
+def _differences(bank: object, run: object, path: str = "") -> list[str]:
+    """Dotted names, with both values, where two JSON-like values differ."""
+    if isinstance(bank, dict) and isinstance(run, dict):
+        out = []
+        for name in sorted(set(bank) | set(run)):
+            where = f"{path}.{name}" if path else name
+            if name not in run or name not in bank:
+                out.append(f"{where}: bank {bank.get(name)!r}, this run {run.get(name)!r}")
+            else:
+                out.extend(_differences(bank[name], run[name], where))
+        return out
+    return [] if bank == run else [f"{path}: bank {bank!r}, this run {run!r}"]
+
+
+def _as_json(value: object) -> object:
+    """``value`` as JSON would give it back (tuples become lists), so that it compares."""
+    return json.loads(json.dumps(value))
+
+
+class ReferenceBank:
+    """An opened bank: its manifest, and its volumes' token sets as read-only memmaps.
+
+    Attributes:
+        root: the bank's folder.
+        identity: see the module docstring.
+        regions: the regions every volume has, e.g. ``("brain",)``.
+        keys: the token keys every region of every volume has, sorted.
+        volumes: the volumes, in the order they were added.
+        calibration: the bank's leave-one-out statistics, as given when last written.
+    """
+
+    def __init__(self, root: Path, manifest: dict) -> None:
+        self.root = root
+        self.identity: dict = manifest["identity"]
+        self.regions: tuple[str, ...] = tuple(manifest["regions"])
+        self.keys: list[TokenKey] = sorted(TokenKey(*k) for k in manifest["keys"])
+        self.volumes = [BankVolume(**v) for v in manifest["volumes"]]
+        self.calibration: dict = manifest["calibration"]
+        self._stores: dict[tuple[str, str], TokenStore] = {}
+
+    # ----- reading
+
+    @classmethod
+    def open(cls, root: str | Path) -> ReferenceBank:
+        """The bank at ``root``, every volume's files checked to be there and whole.
+
+        Raises:
+            BankError: no bank there, an unreadable or foreign manifest, another version, or a
+                volume whose files are missing, cut short or lack a token set (named).
+        """
+        root = Path(root)
+        try:
+            manifest = json.loads((root / MANIFEST).read_text("utf-8"))
+        except (OSError, ValueError) as exc:
+            raise BankError(f"{root} is not a readable reference bank ({MANIFEST}: {exc})") from exc
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            raise BankError(f"{root / MANIFEST} is not a {FORMAT} manifest")
+        if manifest.get("version") != VERSION:
+            raise BankError(
+                f"{root} is a version {manifest.get('version')} bank; this program reads "
+                f"version {VERSION}"
+            )
+        try:
+            bank = cls(root, manifest)
+        except (KeyError, TypeError) as exc:
+            raise BankError(f"{root / MANIFEST} lacks or mangles {exc}") from exc
+        for volume in bank.volumes:
+            for region in bank.regions:
+                bank._check_volume(volume.id, region)
+        return bank
+
+    def _check_volume(self, volume_id: str, region: str) -> None:
+        folder = self.root / "volumes" / volume_id / region
+        try:
+            store = TokenStore.open(folder)
+            self.mask(volume_id, region)
+        except (StoreError, OSError, ValueError, KeyError) as exc:
+            raise BankError(f"volume {volume_id} ({region}) is damaged: {exc}") from exc
+        missing = sorted(set(self.keys) - set(store.keys()))
+        if missing:
+            raise BankError(f"volume {volume_id} ({region}) lacks the token set {missing[0]}")
+        self._stores[(volume_id, region)] = store
+
+    def token_sets(self, region: str, key: TokenKey) -> list[TokenSet]:
+        """Every volume's token set of ``key`` in ``region``, in :attr:`volumes` order."""
+        return [self._stores[(v.id, region)].get(0, key) for v in self.volumes]
+
+    def mask(self, volume_id: str, region: str) -> np.ndarray:
+        """The volume's standard-space foreground in ``region``, bool."""
+        with np.load(self.root / "volumes" / volume_id / region / "mask.npz") as saved:
+            shape = tuple(int(n) for n in saved["shape"])
+            bits = np.unpackbits(saved["bits"], count=int(np.prod(shape)))
+        return bits.reshape(shape).astype(bool)
+
+    def check(self, identity: Mapping) -> None:
+        """Refuse a run whose identity (encoder, weights, settings) is not the bank's.
+
+        Raises:
+            BankMismatch: naming every differing field with both values.
+        """
+        differences = _differences(_as_json(self.identity), _as_json(dict(identity)))
+        if differences:
+            raise BankMismatch(
+                f"this run differs from the bank {self.root}: " + "; ".join(differences)
+            )
+
+    def describe(self) -> list[str]:
+        """Human-readable lines: size, encoder, settings, date range, one line per volume."""
+        dates = sorted(v.study_date for v in self.volumes if v.study_date)
+        lines = [
+            f"reference bank {self.root} (format {FORMAT} version {VERSION})",
+            f"volumes: {len(self.volumes)}; regions: {', '.join(self.regions)}",
+            f"token sets per volume and region: {len(self.keys)}",
+            f"study dates: {dates[0]} to {dates[-1]}" if dates else "study dates: none recorded",
+        ]
+        lines += [f"{name}: {json.dumps(value)}" for name, value in sorted(self.identity.items())]
+        lines += [f"calibration: {json.dumps(self.calibration)}"]
+        lines += [f"  {v.id}  study {v.study_date or '-'}  added {v.added}" for v in self.volumes]
+        return lines
+
+    # ----- writing
+
+    @classmethod
+    def create(
+        cls,
+        root: str | Path,
+        identity: Mapping,
+        volumes: Iterable[NewVolume],
+        calibration: Mapping,
+    ) -> ReferenceBank:
+        """Write a new bank at ``root`` (which must not exist) and open it.
+
+        Raises:
+            BankError: ``root`` exists, a volume id is not a safe name or repeats, or the
+                volumes disagree on regions or token keys.
+        """
+        root = Path(root)
+        if root.exists():
+            raise BankError(f"{root} already exists; a new bank needs a new folder")
+        root.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+        try:
+            manifest = {
+                "format": FORMAT,
+                "version": VERSION,
+                "identity": _as_json(dict(identity)),
+                "regions": [],
+                "keys": [],
+                "volumes": [],
+                "calibration": _as_json(dict(calibration)),
+            }
+            _write_volumes(staging, manifest, volumes)
+            _write_manifest(staging, manifest)
+            os.rename(staging, root)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return cls.open(root)
+
+    def add(self, volumes: Iterable[NewVolume], calibration: Mapping) -> ReferenceBank:
+        """Add volumes (same regions and keys) and the recomputed calibration; the reopened bank."""
+        manifest = self._manifest(calibration)
+        _write_volumes(self.root, manifest, volumes)
+        _write_manifest(self.root, manifest)
+        return ReferenceBank.open(self.root)
+
+    def remove(self, volume_id: str, calibration: Mapping) -> ReferenceBank:
+        """Drop one volume (a study later found abnormal), with the recomputed calibration.
+
+        Raises:
+            BankError: no such volume, or it is the last one.
+        """
+        if volume_id not in {v.id for v in self.volumes}:
+            raise BankError(f"the bank has no volume {volume_id!r}")
+        if len(self.volumes) == 1:
+            raise BankError("a bank keeps at least one volume; delete the folder instead")
+        manifest = self._manifest(calibration)
+        manifest["volumes"] = [v for v in manifest["volumes"] if v["id"] != volume_id]
+        _write_manifest(self.root, manifest)
+        shutil.rmtree(self.root / "volumes" / volume_id, ignore_errors=True)
+        return ReferenceBank.open(self.root)
+
+    def _manifest(self, calibration: Mapping) -> dict:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "identity": self.identity,
+            "regions": list(self.regions),
+            "keys": [list(k) for k in self.keys],
+            "volumes": [asdict(v) for v in self.volumes],
+            "calibration": _as_json(dict(calibration)),
+        }
+
+
+def _write_volumes(root: Path, manifest: dict, volumes: Iterable[NewVolume]) -> None:
+    """Write each volume's folders under ``root`` and list it in ``manifest``."""
+    taken = {v["id"] for v in manifest["volumes"]}
+    for volume in volumes:
+        if not _ID.fullmatch(volume.id) or volume.id in taken:
+            raise BankError(f"volume id {volume.id!r} is not a new, safe name")
+        regions = sorted(volume.tokens)
+        keys = sorted({tuple(k) for sets in volume.tokens.values() for k in sets})
+        if not manifest["volumes"] and not manifest["regions"]:
+            manifest["regions"], manifest["keys"] = regions, [list(k) for k in keys]
+        if regions != manifest["regions"] or [list(k) for k in keys] != manifest["keys"]:
+            raise BankError(f"volume {volume.id} has other regions or token sets than the bank")
+        for region in regions:
+            folder = root / "volumes" / volume.id / region
+            store = TokenStore(folder)
+            for key, tokens in volume.tokens[region].items():
+                store.put(0, key, tokens)
+            store.write_index()
+            mask = np.asarray(volume.masks[region], dtype=bool)
+            np.savez_compressed(folder / "mask.npz", bits=np.packbits(mask), shape=mask.shape)
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        manifest["volumes"].append(asdict(BankVolume(volume.id, volume.study_date, now)))
+        taken.add(volume.id)
+    if not manifest["volumes"]:
+        raise BankError("a bank needs at least one volume")
+
+
+def _write_manifest(root: Path, manifest: dict) -> None:
+    """Replace ``bank.json`` in one rename, after the new one is on disk."""
+    temporary = root / f".{MANIFEST}.tmp"
+    with open(temporary, "w", encoding="utf-8") as file:
+        json.dump(manifest, file, indent=1)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, root / MANIFEST)

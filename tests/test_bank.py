@@ -1,0 +1,122 @@
+"""The reference bank on disk: round trip (create, add, remove, reopen), scores against it as in
+a batch, a run with other settings refused by name, and damaged or misused banks refused with
+a reason, never left half-written."""
+
+import json
+
+import numpy as np
+import pytest
+
+from cs3f.bank import BankError, BankMismatch, NewVolume, ReferenceBank
+from cs3f.encoders import load_encoder
+from cs3f.method.scoring import mutual_scores
+from cs3f.method.tokens import Tokenizer, TokenSettings
+
+IDENTITY = {"encoder": "pixels-p14", "weights_sha256": None, "tokens": {"dim": 16, "q": [14, 2]}}
+CALIBRATION = {"voxel_threshold": 0.5, "reference_scores": [0.1, 0.2], "flag_mad": 3.0}
+
+
+@pytest.fixture(scope="module")
+def volumes():
+    """Five small volumes' brain token sets (pixels encoder) and masks."""
+    tokenizer = Tokenizer(load_encoder("pixels", device="cpu"), TokenSettings(dim=16))
+    rng = np.random.default_rng(0)
+    mask = np.zeros((28, 28, 28), bool)
+    mask[4:24, 5:23, 3:25] = True
+    out = []
+    for n in range(5):
+        volume = (rng.random(mask.shape, dtype=np.float32) * mask).astype(np.float32)
+        out.append(
+            NewVolume(
+                f"v{n:02d}",
+                {"brain": tokenizer.tokenize(volume, mask)},
+                {"brain": mask},
+                study_date=f"2026-0{n + 1}-01",
+            )
+        )
+    return out
+
+
+def test_round_trip_create_add_remove_reopen(volumes, tmp_path):
+    root = tmp_path / "bank"
+    bank = ReferenceBank.create(root, IDENTITY, volumes[:3], CALIBRATION)
+    assert [v.id for v in bank.volumes] == ["v00", "v01", "v02"]
+    assert bank.regions == ("brain",) and len(bank.keys) == 6  # 3 axes x coarse, fine
+    bank = bank.add(volumes[3:], CALIBRATION | {"voxel_threshold": 0.6})
+    bank = bank.remove("v01", CALIBRATION | {"voxel_threshold": 0.7})
+    assert not (root / "volumes" / "v01").exists()
+    reopened = ReferenceBank.open(root)
+    assert [v.id for v in reopened.volumes] == ["v00", "v02", "v03", "v04"]
+    assert reopened.calibration["voxel_threshold"] == 0.7
+    kept = [volumes[i] for i in (0, 2, 3, 4)]
+    for key in reopened.keys:
+        for stored, original in zip(reopened.token_sets("brain", key), kept, strict=True):
+            want = original.tokens["brain"][key]
+            np.testing.assert_allclose(stored.features, want.features, atol=2e-3)  # float16
+            np.testing.assert_array_equal(stored.cells, want.cells)
+            np.testing.assert_array_equal(stored.grid.edges, want.grid.edges)
+            if want.parents is not None:
+                np.testing.assert_array_equal(stored.parents, want.parents)
+    np.testing.assert_array_equal(reopened.mask("v03", "brain"), volumes[3].masks["brain"])
+    text = "\n".join(reopened.describe())
+    assert "volumes: 4" in text and "2026-01-01 to 2026-05-01" in text and "  v04  " in text
+    assert not [p for p in tmp_path.iterdir() if p.name != "bank"]  # no staging left behind
+
+
+def test_a_new_study_scored_against_the_bank_as_in_a_batch(volumes, tmp_path):
+    bank = ReferenceBank.create(tmp_path / "bank", IDENTITY, volumes[:4], CALIBRATION)
+    new = volumes[4].tokens["brain"]
+    for key in bank.keys:
+        stored = [t.features for t in bank.token_sets("brain", key)]
+        query = new[key].features.astype(np.float16)  # the batch would hold it as float16 too
+        (got,) = mutual_scores([query, *stored], rho=0.5, n_references=4)
+        want = mutual_scores([*stored, query], rho=0.5)[-1]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_other_settings_are_refused_by_name(volumes, tmp_path):
+    bank = ReferenceBank.create(tmp_path / "bank", IDENTITY, volumes[:2], CALIBRATION)
+    bank.check(json.loads(json.dumps(IDENTITY)))
+    other = IDENTITY | {"encoder": "histogram-p14", "tokens": {"dim": 32, "q": [14, 2]}}
+    with pytest.raises(BankMismatch, match="encoder: bank 'pixels-p14', this run 'histogram-p14'"):
+        bank.check(other)
+    with pytest.raises(BankMismatch, match="tokens.dim: bank 16, this run 32"):
+        bank.check(other)
+
+
+def test_damaged_or_foreign_banks_are_refused_with_a_reason(volumes, tmp_path):
+    with pytest.raises(BankError, match="not a readable reference bank"):
+        ReferenceBank.open(tmp_path / "nowhere")
+    root = tmp_path / "bank"
+    ReferenceBank.create(root, IDENTITY, volumes[:2], CALIBRATION)
+    manifest = json.loads((root / "bank.json").read_text())
+    (root / "bank.json").write_text(json.dumps(manifest | {"version": 2}))
+    with pytest.raises(BankError, match="version 2 bank; this program reads version 1"):
+        ReferenceBank.open(root)
+    (root / "bank.json").write_text(json.dumps(manifest | {"format": "something else"}))
+    with pytest.raises(BankError, match="is not a cs3f-reference-bank manifest"):
+        ReferenceBank.open(root)
+    (root / "bank.json").write_text(json.dumps(manifest))
+    features = min((root / "volumes" / "v01" / "brain").glob("*fine.features.npy"))
+    features.write_bytes(features.read_bytes()[:-100])  # cut short, as by a full disk
+    with pytest.raises(BankError, match="volume v01 .brain. is damaged"):
+        ReferenceBank.open(root)
+
+
+def test_misuse_is_refused_and_leaves_nothing_half_written(volumes, tmp_path):
+    root = tmp_path / "bank"
+    with pytest.raises(BankError, match="not a new, safe name"):
+        ReferenceBank.create(root, IDENTITY, [volumes[0], volumes[0]], CALIBRATION)
+    assert list(tmp_path.iterdir()) == []  # the staging folder went with the failure
+    with pytest.raises(BankError, match="at least one volume"):
+        ReferenceBank.create(root, IDENTITY, [], CALIBRATION)
+    bank = ReferenceBank.create(root, IDENTITY, volumes[:1], CALIBRATION)
+    with pytest.raises(BankError, match="already exists"):
+        ReferenceBank.create(root, IDENTITY, volumes[1:2], CALIBRATION)
+    with pytest.raises(BankError, match="no volume 'v09'"):
+        bank.remove("v09", CALIBRATION)
+    with pytest.raises(BankError, match="at least one volume"):
+        bank.remove("v00", CALIBRATION)
+    with pytest.raises(BankError, match="not a new, safe name"):
+        bank.add([NewVolume("../x", volumes[1].tokens, volumes[1].masks)], CALIBRATION)
+    assert [v.id for v in ReferenceBank.open(root).volumes] == ["v00"]
