@@ -26,21 +26,25 @@ What each step means:
   streamed through a fixed histogram (:class:`~cs3f.method.threshold.StreamingPercentile`).
 - **Flag**: patient score above median + ``flag_mad`` x 1.4826 x MAD of the batch's scores.
 
-The reference that scores and statistics come from is the batch itself. A reference bank plugs
-in at two seams: ``score`` compares the added studies with stored token sets instead of with
-each other, and ``calibrate`` returns the bank's stored :class:`Calibration` instead of the
-batch's; the maps, the patient score and the decisions stay as they are.
+The reference that scores and statistics come from is the batch itself, or a reference bank
+(:class:`~cs3f.bank.ReferenceBank`, given as ``bank``) at two seams: ``score`` compares the
+added studies with the bank's stored token sets instead of with each other (one study is then
+enough), and ``calibrate`` returns the bank's stored :class:`Calibration` (its leave-one-out
+statistics) instead of the batch's; the maps, the patient score and the decisions stay as they
+are. A batch screening writes a bank's volumes with :meth:`Screening.bank_volumes`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from cs3f.bank import NewVolume, ReferenceBank
 from cs3f.encoders import SliceEncoder
 from cs3f.method.batch_scorer import BatchScorer, BatchScores, ScoringSettings, StageProgress
 from cs3f.method.maps import patient_score
@@ -56,6 +60,7 @@ __all__ = [
     "ScreeningError",
     "ScreeningRules",
     "check_batch_size",
+    "screening_identity",
     "study_score",
 ]
 
@@ -71,6 +76,26 @@ def study_score(maps: dict[str, np.ndarray]) -> float:
 
 class ScreeningError(ValueError):
     """The batch as a whole cannot be screened (the message says why)."""
+
+
+def screening_identity(
+    encoder: SliceEncoder,
+    tokens: TokenSettings,
+    scoring: ScoringSettings,
+    rules: ScreeningRules,
+    preprocess: Mapping | None = None,
+) -> dict:
+    """What must be the same for scores to compare: the encoder (name, weights SHA-256) and
+    every token, scoring, decision and preprocessing setting (not the device, nor the
+    small-batch warning). A reference bank stores it and refuses any other."""
+    return {
+        "encoder": encoder.name,
+        "weights_sha256": encoder.weights_sha256,
+        "tokens": dataclasses.asdict(tokens),
+        "scoring": {k: v for k, v in dataclasses.asdict(scoring).items() if k != "device"},
+        "rules": {k: v for k, v in dataclasses.asdict(rules).items() if k != "min_batch_warning"},
+        "preprocess": dict(preprocess or {}),
+    }
 
 
 def check_batch_size(n_studies: int) -> None:
@@ -156,9 +181,21 @@ class Calibration:
         """Bool mask of the voxels above the threshold (any shape)."""
         return voxel_map > self.voxel_threshold
 
+    def as_dict(self) -> dict:
+        """JSON-ready fields (a reference bank stores them)."""
+        return dataclasses.asdict(self) | {"reference_scores": list(self.reference_scores)}
+
+    @classmethod
+    def from_dict(cls, fields: Mapping) -> Calibration:
+        return cls(
+            float(fields["voxel_threshold"]),
+            tuple(float(v) for v in fields["reference_scores"]),
+            float(fields["flag_mad"]),
+        )
+
 
 class Screening:
-    """One batch screened against itself, region by region.
+    """One batch screened against itself, or against a reference bank, region by region.
 
     Args:
         encoder: the slice encoder.
@@ -166,6 +203,9 @@ class Screening:
         rules: the decision rules.
         work: folder for the disk-backed token stores (one subfolder per region);
             ``None`` keeps tokens in memory (small batches, tests).
+        bank: score against this bank instead of the batch; its identity must be
+            :func:`screening_identity` of these settings (checked by the caller, who knows the
+            preprocessing settings).
     """
 
     def __init__(
@@ -175,9 +215,11 @@ class Screening:
         scoring: ScoringSettings,
         rules: ScreeningRules,
         work: Path | None = None,
+        bank: ReferenceBank | None = None,
     ) -> None:
         self.encoder, self.tokens, self.scoring, self.rules = encoder, tokens, scoring, rules
         self.work = Path(work) if work is not None else None
+        self.bank = bank
         self.scorers: dict[str, BatchScorer] = {}
         self.studies: list[dict[str, tuple[int, Standardised]]] = []
         self.results: dict[str, BatchScores] = {}
@@ -220,19 +262,30 @@ class Screening:
         return self.scorers[region.region]
 
     def score(self, progress: StageProgress | None = None) -> None:
-        """Score every token of every study against the other studies, region by region.
+        """Score every token of every study against the other studies (or the bank's volumes),
+        region by region.
 
         Raises:
-            ScreeningError: fewer than :data:`MIN_STUDIES` studies.
+            ScreeningError: fewer than :data:`MIN_STUDIES` studies (none, with a bank), or a
+                region or token set the bank does not hold.
         """
-        check_batch_size(self.n_studies)
-        if self.n_studies < self.rules.min_batch_warning:
+        if self.bank is None:
+            check_batch_size(self.n_studies)
+            reference_count = self.n_studies
+        else:
+            self._check_bank()
+            reference_count = len(self.bank.volumes)
+        if reference_count < self.rules.min_batch_warning:
             self.warnings.append(
-                f"only {self.n_studies} studies scored; quality drops below about "
-                f"{self.rules.min_batch_warning} (the papers' batches hold 30 or more)"
+                f"only {reference_count} {'bank volumes' if self.bank else 'studies'} to "
+                f"compare with; quality drops below about {self.rules.min_batch_warning} "
+                "(the papers' batches hold 30 or more)"
             )
         for name, scorer in self.scorers.items():
-            self.results[name] = scorer.score(progress)
+            references = (
+                (lambda key, name=name: self.bank.token_sets(name, key)) if self.bank else None
+            )
+            self.results[name] = scorer.score(progress, references)
             for stage, seconds in self.results[name].timings.items():
                 key = f"scorer_{stage}"
                 self.timings[key] = self.timings.get(key, 0.0) + seconds
@@ -242,6 +295,31 @@ class Screening:
         low = min(0.0, min(float(s.min()) for s in token_scores))
         high = max(float(s.max()) for s in token_scores)
         self._voxels = StreamingPercentile(low, high)
+
+    def _check_bank(self) -> None:
+        if self.n_studies == 0:
+            raise ScreeningError("no study to screen against the bank")
+        for name, scorer in self.scorers.items():
+            if name not in self.bank.regions:
+                raise ScreeningError(
+                    f"the bank holds no {name} region (it has {self.bank.regions})"
+                )
+            if sorted(scorer.store.keys()) != self.bank.keys:
+                raise ScreeningError(f"the bank's {name} token sets are not this run's")
+
+    def bank_volumes(self, ids: Sequence[str], dates: Sequence[str]) -> list[NewVolume]:
+        """The batch's studies as reference-bank volumes (tokens and masks per region), with
+        the given pseudonymous ids and study dates, in study order."""
+        volumes = []
+        for study, volume_id, date in zip(self.studies, ids, dates, strict=True):
+            tokens, masks = {}, {}
+            for name, (index, region) in study.items():
+                store = self.scorers[name].store
+                keys = store.keys()
+                tokens[name] = {key: store.get(index, key) for key in keys}
+                masks[name] = np.asarray(region.mask)
+            volumes.append(NewVolume(volume_id, tokens, masks, date))
+        return volumes
 
     def voxel_maps(self, study: int, variant: str | None = None) -> dict[str, np.ndarray]:
         """Region -> (X, Y, Z) float32 standard-space map of one study; 0 outside its mask.
@@ -274,6 +352,8 @@ class Screening:
         """
         if self._voxels is None or self._voxels.total == 0:
             raise ScreeningError("no study's voxel map could be made (see the failed rows)")
+        if self.bank is not None:
+            return Calibration.from_dict(self.bank.calibration)
         calibration = Calibration(
             self._voxels.percentile(self.rules.voxel_percentile),
             tuple(sorted(self.scores.values())),

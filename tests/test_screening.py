@@ -1,10 +1,12 @@
-"""The batch rules (cs3f.screening) against brute-force numpy references, and the stage ledger."""
+"""The batch rules (cs3f.screening) against brute-force numpy references, the stage ledger, and
+screening against a reference bank as in a batch."""
 
 import logging
 
 import numpy as np
 import pytest
 
+from cs3f.bank import ReferenceBank
 from cs3f.encoders import load_encoder
 from cs3f.io.outputs import StudyRow, rank, scores_csv
 from cs3f.method.batch_scorer import BatchScorer, ScoringSettings
@@ -34,9 +36,10 @@ def batch():
     return [[_region(rng, lesion=i == 0)] for i in range(6)]
 
 
-def _screened(batch, variant="C"):
+def _screened(batch, variant="C", work=None, bank=None):
     encoder = load_encoder("pixels", device="cpu")
-    screening = Screening(encoder, TOKENS, ScoringSettings(variant=variant), ScreeningRules(50.0))
+    scoring, rules = ScoringSettings(variant=variant), ScreeningRules(50.0)
+    screening = Screening(encoder, TOKENS, scoring, rules, work, bank)
     for regions in batch:
         screening.add(regions)
     screening.score()
@@ -131,3 +134,41 @@ def test_a_failed_study_logs_its_traceback_without_identifiers(tmp_path, caplog)
     text = caplog.text
     assert "Traceback" in text and "in broken" in text
     assert uid not in text + row.reason and "PAT-0042" not in text + row.reason
+
+
+@pytest.mark.parametrize("variant", ["C", "MS"])
+def test_one_study_screened_against_a_bank_as_in_a_batch_with_it(batch, tmp_path, variant):
+    """A bank built from a batch screening gives a new study, alone, the maps and score it gets
+    in a batch of the bank's studies and itself (both with float16 token stores), and the
+    bank's calibration."""
+    base, _, base_calibration = _screened(batch[1:], variant, tmp_path / "base")
+    identity = {"method": "test"}
+    ids, dates = [f"s{i}" for i in range(5)], ["2026-01-01"] * 5
+    bank = ReferenceBank.create(
+        tmp_path / "bank", identity, base.bank_volumes(ids, dates), base_calibration.as_dict()
+    )
+    alone, (alone_maps,), calibration = _screened(batch[:1], variant, tmp_path / "alone", bank)
+    _, joint_maps, _ = _screened(batch[1:] + batch[:1], variant, tmp_path / "joint")
+    np.testing.assert_allclose(alone_maps["brain"], joint_maps[-1]["brain"], rtol=1e-5, atol=1e-6)
+    assert calibration == base_calibration  # the bank's leave-one-out statistics
+    assert alone.warnings and "5 bank volumes" in alone.warnings[0]
+
+
+def test_a_bank_without_the_runs_region_is_refused(batch, tmp_path):
+    encoder = load_encoder("pixels", device="cpu")
+    base = Screening(encoder, TOKENS, ScoringSettings(variant="C"), ScreeningRules(50.0))
+    for regions in batch[1:3]:
+        base.add(regions)
+    volumes = base.bank_volumes(["a", "b"], ["", ""])
+    bank = ReferenceBank.create(tmp_path / "bank", {}, volumes, {"voxel_threshold": 1.0})
+    lungs = Screening(
+        encoder, TOKENS, ScoringSettings(variant="C"), ScreeningRules(50.0), bank=bank
+    )
+    lungs.add([_region(np.random.default_rng(3), name="left lung")])
+    with pytest.raises(ScreeningError, match="no left lung region"):
+        lungs.score()
+    empty = Screening(
+        encoder, TOKENS, ScoringSettings(variant="C"), ScreeningRules(50.0), bank=bank
+    )
+    with pytest.raises(ScreeningError, match="no study to screen"):
+        empty.score()

@@ -42,6 +42,9 @@ FUSIONS = ("score", "feature")
 StageProgress = Callable[[str, int, int], None]
 """Called as ``progress(stage, done, total)``."""
 
+References = Callable[[TokenKey], list[TokenSet]]
+"""A reference bank's token sets of one key, one per bank volume (see :meth:`BatchScorer.score`)."""
+
 
 @dataclass(frozen=True)
 class ScoringSettings:
@@ -186,16 +189,36 @@ class BatchScorer:
         """
         return self.add_tokens(self.tokenize(volume, mask), volume.shape)
 
-    def score(self, progress: StageProgress | None = None) -> BatchScores:
-        """Score every token of every added volume against the other volumes."""
+    def score(
+        self, progress: StageProgress | None = None, references: References | None = None
+    ) -> BatchScores:
+        """Score every token of every added volume against the other volumes or, given
+        ``references`` (a reference bank's token sets per key), against those alone.
+
+        Feature-level fusion has no reference form: it needs the batch's own cubes.
+        """
         n_volumes = len(self.shapes)
-        neighbour_count(n_volumes, self.scoring.rho, self.scoring.k)  # fail early on B or K
+        n_references = len(references(self.store.keys()[0])) if references else 0
+        if references and self.scoring.fusion == "feature":
+            raise ValueError("feature-level fusion cannot score against references")
+        if not references:
+            neighbour_count(n_volumes, self.scoring.rho, self.scoring.k)  # fail early on B or K
         search = NearestTokens(self.scoring.device)
         volumes = range(n_volumes)
-        rule = {"rho": self.scoring.rho, "k": self.scoring.k, "search": search}
+        rule = {
+            "rho": self.scoring.rho,
+            "k": self.scoring.k,
+            "search": search,
+            "n_references": n_references,
+        }
         keys = self.store.keys()
         scores: dict[TokenKey, list[np.ndarray]] = {}
         sets_of = self.store.get
+
+        def with_references(key: TokenKey) -> list[TokenSet]:
+            return [self.store.get(i, key) for i in volumes] + (
+                references(key) if references else []
+            )
 
         if self.scoring.fusion == "feature":
             joined: dict[tuple[int, TokenKey], TokenSet] = {}
@@ -217,20 +240,21 @@ class BatchScorer:
         else:
             for key in keys:
                 if key.level == COARSE and self.scoring.levels == (COARSE,):
-                    features = [self.store.get(i, key).features for i in volumes]
+                    features = [t.features for t in with_references(key)]
                     scores[key] = self._timed(
                         "score_coarse", progress, key, mutual_scores, features, **rule
                     )
                 elif key.level == FINE:  # the coarse scores come with the fine ones
                     coarse_key = key._replace(level=COARSE)
+                    fine_sets = with_references(key)
                     coarse, fine = self._timed(
                         "score_multiscale",
                         progress,
                         key,
                         multiscale_scores,
-                        [self.store.get(i, coarse_key).features for i in volumes],
-                        [self.store.get(i, key).features for i in volumes],
-                        [self.store.get(i, key).parents for i in volumes],
+                        [t.features for t in with_references(coarse_key)],
+                        [t.features for t in fine_sets],
+                        [t.parents for t in fine_sets],
                         n_routes=self.scoring.n_routes,
                         **rule,
                     )
