@@ -40,10 +40,11 @@ import numpy as np
 from cs3f.method.store import StoreError, TokenStore
 from cs3f.method.tokens import TokenKey, TokenSet
 
-__all__ = ["BankError", "BankMismatch", "BankVolume", "NewVolume", "ReferenceBank"]
+__all__ = ["MIN_VOLUMES", "BankError", "BankMismatch", "BankVolume", "NewVolume", "ReferenceBank"]
 
 FORMAT, VERSION = "cs3f-reference-bank", 1
 MANIFEST = "bank.json"
+MIN_VOLUMES = 2  # the threshold and flag rule are leave-one-out statistics of the volumes
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
@@ -213,8 +214,8 @@ class ReferenceBank:
         """Write a new bank at ``root`` (which must not exist) and open it.
 
         Raises:
-            BankError: ``root`` exists, a volume id is not a safe name or repeats, or the
-                volumes disagree on regions or token keys.
+            BankError: ``root`` exists, fewer than :data:`MIN_VOLUMES` volumes, a volume id is
+                not a safe name or repeats, or the volumes disagree on regions or token keys.
         """
         root = Path(root)
         if root.exists():
@@ -250,12 +251,15 @@ class ReferenceBank:
         """Drop one volume (a study later found abnormal), with the recomputed calibration.
 
         Raises:
-            BankError: no such volume, or it is the last one.
+            BankError: no such volume, or the bank would keep fewer than :data:`MIN_VOLUMES`.
         """
         if volume_id not in {v.id for v in self.volumes}:
             raise BankError(f"the bank has no volume {volume_id!r}")
-        if len(self.volumes) == 1:
-            raise BankError("a bank keeps at least one volume; delete the folder instead")
+        if len(self.volumes) <= MIN_VOLUMES:
+            raise BankError(
+                f"a bank keeps at least {MIN_VOLUMES} volumes (its statistics are leave-one-out); "
+                "delete the folder instead"
+            )
         manifest = self._manifest(calibration)
         manifest["volumes"] = [v for v in manifest["volumes"] if v["id"] != volume_id]
         _write_manifest(self.root, manifest)
@@ -278,8 +282,10 @@ def _write_volumes(root: Path, manifest: dict, volumes: Iterable[NewVolume]) -> 
     """Write each volume's folders under ``root`` and list it in ``manifest``."""
     taken = {v["id"] for v in manifest["volumes"]}
     for volume in volumes:
-        if not _ID.fullmatch(volume.id) or volume.id in taken:
-            raise BankError(f"volume id {volume.id!r} is not a new, safe name")
+        if volume.id in taken:
+            raise BankError(f"volume {volume.id} is already in the bank (the same study twice?)")
+        if not _ID.fullmatch(volume.id):
+            raise BankError(f"volume id {volume.id!r} is not a safe name")
         regions = sorted(volume.tokens)
         keys = sorted({tuple(k) for sets in volume.tokens.values() for k in sets})
         if not manifest["volumes"] and not manifest["regions"]:
@@ -297,8 +303,11 @@ def _write_volumes(root: Path, manifest: dict, volumes: Iterable[NewVolume]) -> 
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         manifest["volumes"].append(asdict(BankVolume(volume.id, volume.study_date, now)))
         taken.add(volume.id)
-    if not manifest["volumes"]:
-        raise BankError("a bank needs at least one volume")
+    if len(manifest["volumes"]) < MIN_VOLUMES:
+        raise BankError(
+            f"a bank needs at least {MIN_VOLUMES} volumes (its statistics are leave-one-out), "
+            f"got {len(manifest['volumes'])}"
+        )
 
 
 def _write_manifest(root: Path, manifest: dict) -> None:

@@ -51,7 +51,7 @@ from cs3f.method.maps import patient_score
 from cs3f.method.store import TokenStore
 from cs3f.method.threshold import StreamingPercentile
 from cs3f.method.tokens import TokenSettings
-from cs3f.preprocess.standard_space import Standardised
+from cs3f.preprocess.standard_space import Standardised, region_slug
 
 __all__ = [
     "MIN_STUDIES",
@@ -59,6 +59,7 @@ __all__ = [
     "Screening",
     "ScreeningError",
     "ScreeningRules",
+    "StoredRegion",
     "check_batch_size",
     "screening_identity",
     "study_score",
@@ -194,11 +195,19 @@ class Calibration:
         )
 
 
+@dataclass(frozen=True)
+class StoredRegion:
+    """A region known only by its stored tokens and mask (see :meth:`Screening.add_stored`)."""
+
+    region: str
+    mask: np.ndarray
+
+
 class Screening:
     """One batch screened against itself, or against a reference bank, region by region.
 
     Args:
-        encoder: the slice encoder.
+        encoder: the slice encoder (``None`` when every study comes from stored tokens).
         tokens, scoring: the method's settings.
         rules: the decision rules.
         work: folder for the disk-backed token stores (one subfolder per region);
@@ -210,7 +219,7 @@ class Screening:
 
     def __init__(
         self,
-        encoder: SliceEncoder,
+        encoder: SliceEncoder | None,
         tokens: TokenSettings,
         scoring: ScoringSettings,
         rules: ScreeningRules,
@@ -221,7 +230,7 @@ class Screening:
         self.work = Path(work) if work is not None else None
         self.bank = bank
         self.scorers: dict[str, BatchScorer] = {}
-        self.studies: list[dict[str, tuple[int, Standardised]]] = []
+        self.studies: list[dict[str, tuple[int, Standardised | StoredRegion]]] = []
         self.results: dict[str, BatchScores] = {}
         self.scores: dict[int, float] = {}
         self.warnings: list[str] = []
@@ -254,12 +263,13 @@ class Screening:
         return len(self.studies) - 1
 
     def _scorer(self, region: Standardised) -> BatchScorer:
-        if region.region not in self.scorers:
-            store = TokenStore(self.work / "tokens" / region.slug if self.work else None)
-            self.scorers[region.region] = BatchScorer(
-                self.encoder, self.tokens, self.scoring, store
-            )
-        return self.scorers[region.region]
+        return self._scorer_named(region.region)
+
+    def _scorer_named(self, name: str) -> BatchScorer:
+        if name not in self.scorers:
+            store = TokenStore(self.work / "tokens" / region_slug(name) if self.work else None)
+            self.scorers[name] = BatchScorer(self.encoder, self.tokens, self.scoring, store)
+        return self.scorers[name]
 
     def score(self, progress: StageProgress | None = None) -> None:
         """Score every token of every study against the other studies (or the bank's volumes),
@@ -307,13 +317,29 @@ class Screening:
             if sorted(scorer.store.keys()) != self.bank.keys:
                 raise ScreeningError(f"the bank's {name} token sets are not this run's")
 
-    def bank_volumes(self, ids: Sequence[str], dates: Sequence[str]) -> list[NewVolume]:
-        """The batch's studies as reference-bank volumes (tokens and masks per region), with
-        the given pseudonymous ids and study dates, in study order."""
+    def add_stored(self, volume: NewVolume) -> int:
+        """Add a study from its stored token sets and masks (a bank's volume), not tokenised
+        again; it is scored, mapped and recorded like the others (no source map: it has no
+        source grid here). Returns its index."""
+        if self.results:
+            raise RuntimeError("studies cannot be added after scoring")
+        study = {}
+        for name, sets in volume.tokens.items():
+            scorer = self._scorer_named(name)
+            mask = np.asarray(volume.masks[name])
+            study[name] = (scorer.add_tokens(dict(sets), mask.shape), StoredRegion(name, mask))
+        self.studies.append(study)
+        return len(self.studies) - 1
+
+    def bank_volumes(
+        self, indices: Sequence[int], ids: Sequence[str], dates: Sequence[str]
+    ) -> list[NewVolume]:
+        """Studies of this screening as reference-bank volumes (tokens and masks per region),
+        with the given pseudonymous ids and study dates."""
         volumes = []
-        for study, volume_id, date in zip(self.studies, ids, dates, strict=True):
+        for study_index, volume_id, date in zip(indices, ids, dates, strict=True):
             tokens, masks = {}, {}
-            for name, (index, region) in study.items():
+            for name, (index, region) in self.studies[study_index].items():
                 store = self.scorers[name].store
                 keys = store.keys()
                 tokens[name] = {key: store.get(index, key) for key in keys}

@@ -105,18 +105,18 @@ def test_damaged_or_foreign_banks_are_refused_with_a_reason(volumes, tmp_path):
 
 def test_misuse_is_refused_and_leaves_nothing_half_written(volumes, tmp_path):
     root = tmp_path / "bank"
-    with pytest.raises(BankError, match="not a new, safe name"):
+    with pytest.raises(BankError, match="v00 is already in the bank"):
         ReferenceBank.create(root, IDENTITY, [volumes[0], volumes[0]], CALIBRATION)
     assert list(tmp_path.iterdir()) == []  # the staging folder went with the failure
-    with pytest.raises(BankError, match="at least one volume"):
-        ReferenceBank.create(root, IDENTITY, [], CALIBRATION)
-    bank = ReferenceBank.create(root, IDENTITY, volumes[:1], CALIBRATION)
+    with pytest.raises(BankError, match="at least 2 volumes .* got 1"):
+        ReferenceBank.create(root, IDENTITY, volumes[:1], CALIBRATION)
+    bank = ReferenceBank.create(root, IDENTITY, volumes[:2], CALIBRATION)
     with pytest.raises(BankError, match="already exists"):
-        ReferenceBank.create(root, IDENTITY, volumes[1:2], CALIBRATION)
+        ReferenceBank.create(root, IDENTITY, volumes[2:4], CALIBRATION)
     with pytest.raises(BankError, match="no volume 'v09'"):
         bank.remove("v09", CALIBRATION)
-    with pytest.raises(BankError, match="at least one volume"):
+    with pytest.raises(BankError, match="keeps at least 2 volumes"):
         bank.remove("v00", CALIBRATION)
-    with pytest.raises(BankError, match="not a new, safe name"):
-        bank.add([NewVolume("../x", volumes[1].tokens, volumes[1].masks)], CALIBRATION)
-    assert [v.id for v in ReferenceBank.open(root).volumes] == ["v00"]
+    with pytest.raises(BankError, match="not a safe name"):
+        bank.add([NewVolume("../x", volumes[2].tokens, volumes[2].masks)], CALIBRATION)
+    assert [v.id for v in ReferenceBank.open(root).volumes] == ["v00", "v01"]

@@ -145,7 +145,10 @@ def test_one_study_screened_against_a_bank_as_in_a_batch_with_it(batch, tmp_path
     identity = {"method": "test"}
     ids, dates = [f"s{i}" for i in range(5)], ["2026-01-01"] * 5
     bank = ReferenceBank.create(
-        tmp_path / "bank", identity, base.bank_volumes(ids, dates), base_calibration.as_dict()
+        tmp_path / "bank",
+        identity,
+        base.bank_volumes(range(5), ids, dates),
+        base_calibration.as_dict(),
     )
     alone, (alone_maps,), calibration = _screened(batch[:1], variant, tmp_path / "alone", bank)
     _, joint_maps, _ = _screened(batch[1:] + batch[:1], variant, tmp_path / "joint")
@@ -153,13 +156,23 @@ def test_one_study_screened_against_a_bank_as_in_a_batch_with_it(batch, tmp_path
     assert calibration == base_calibration  # the bank's leave-one-out statistics
     assert alone.warnings and "5 bank volumes" in alone.warnings[0]
 
+    stored = Screening(None, TOKENS, ScoringSettings(variant=variant), ScreeningRules(50.0))
+    for volume in base.bank_volumes(range(5), ids, dates):  # what add and remove recompute
+        stored.add_stored(volume)
+    stored.score()
+    for i in range(stored.n_studies):
+        stored.record(i, stored.voxel_maps(i))
+    again = stored.calibrate()
+    assert again.voxel_threshold == pytest.approx(base_calibration.voxel_threshold, rel=1e-5)
+    np.testing.assert_allclose(again.reference_scores, base_calibration.reference_scores, 1e-5)
+
 
 def test_a_bank_without_the_runs_region_is_refused(batch, tmp_path):
     encoder = load_encoder("pixels", device="cpu")
     base = Screening(encoder, TOKENS, ScoringSettings(variant="C"), ScreeningRules(50.0))
     for regions in batch[1:3]:
         base.add(regions)
-    volumes = base.bank_volumes(["a", "b"], ["", ""])
+    volumes = base.bank_volumes([0, 1], ["a", "b"], ["", ""])
     bank = ReferenceBank.create(tmp_path / "bank", {}, volumes, {"voxel_threshold": 1.0})
     lungs = Screening(
         encoder, TOKENS, ScoringSettings(variant="C"), ScreeningRules(50.0), bank=bank

@@ -159,7 +159,12 @@ class Standardised:
     @property
     def slug(self) -> str:
         """The region's name for file names: ``"left_lung"``."""
-        return self.region.replace(" ", "_")
+        return region_slug(self.region)
+
+
+def region_slug(region: str) -> str:
+    """A region's name for file names: ``"left lung"`` -> ``"left_lung"``."""
+    return region.replace(" ", "_")
 
 
 def cube_grid(centre_mm: np.ndarray, side_mm: float, size: int) -> np.ndarray:
