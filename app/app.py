@@ -3,7 +3,8 @@
 
 DICOM:  studies -> series selection -found-> volume -sources-> preprocess -standard-> screen
 NIfTI:  volumes -------------------------------sources-> preprocess -standard-> screen
-        screen -screened-> outputs -written-> report
+        screen -screened-> outputs -written-> report       (screening, against a bank or not)
+        screen -screened-> bank                            (bank build, bank add)
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from monai.deploy.conditions import CountCondition
 from monai.deploy.core import Application
 
 from app.settings import AppSettings
+from cs3f.bank import ReferenceBank
 from cs3f.encoders import SliceEncoder
+from operators.bank_operator import BankOperator
 from operators.nifti_loader_operator import NiftiLoaderOperator
 from operators.outputs_operator import OutputsOperator
 from operators.preprocess_operator import PreprocessOperator
@@ -26,9 +29,12 @@ from operators.volume_operator import VolumeOperator
 
 
 class ScreeningApp(Application):
-    """Screens a whole batch of studies for anomalies by comparing them with each other.
+    """Screens a whole batch of studies for anomalies by comparing them with each other, or
+    with a reference bank's volumes; or writes the batch into a bank.
 
-    ``work`` is the run's scratch folder (created and removed by the entry point).
+    ``work`` is the run's scratch folder (created and removed by the entry point). ``mode`` is
+    ``"screen"`` (against ``bank`` when given), ``"bank build"`` (a new bank at ``bank_path``
+    with ``identity``) or ``"bank add"`` (the batch added to ``bank``).
     """
 
     name = "cs3f-screening"
@@ -43,11 +49,16 @@ class ScreeningApp(Application):
         settings: AppSettings,
         encoder: SliceEncoder,
         run: dict,
+        mode: str = "screen",
+        bank: ReferenceBank | None = None,
+        bank_path: Path | None = None,
     ):
         self.input_folder, self.output_folder = Path(input_folder), Path(output_folder)
         self.work, self.input_format = Path(work), input_format
         self.settings, self.encoder, self.run_info = settings, encoder, run
+        self.mode, self.bank, self.bank_path = mode, bank, bank_path
         self.report: ReportOperator | None = None
+        self.bank_writer: BankOperator | None = None
         super().__init__([__file__])
 
     def compose(self):
@@ -67,8 +78,14 @@ class ScreeningApp(Application):
             self.add_flow(studies, select, {("dicom_study_list", "dicom_study_list")})
             self.add_flow(select, sources, {("study_selected_series_list", "found")})
         saved = self.output_folder / "preprocessed" if s.save_preprocessed else None
+        against = self.bank if self.mode == "screen" else None
         preprocess = PreprocessOperator(
-            self, task=s.task, settings=s.preprocess, save_to=saved, name="preprocess"
+            self,
+            task=s.task,
+            settings=s.preprocess,
+            save_to=saved,
+            against_bank=self.bank is not None,  # screening against it, or adding to it
+            name="preprocess",
         )
         screen = ScreenOperator(
             self,
@@ -76,8 +93,22 @@ class ScreeningApp(Application):
             tokens=s.tokens,
             scoring=s.scoring,
             rules=s.screening,
+            bank=against,
+            stored=self.bank if self.mode == "bank add" else None,
             name="screen",
         )
+        self.add_flow(sources, preprocess, {("sources", "sources")})
+        self.add_flow(preprocess, screen, {("standard", "standard")})
+        if self.mode != "screen":
+            self.bank_writer = BankOperator(
+                self,
+                path=self.bank_path,
+                identity=self.settings.identity(self.encoder),
+                bank=self.bank,
+                name="bank",
+            )
+            self.add_flow(screen, self.bank_writer, {("screened", "screened")})
+            return
         outputs = OutputsOperator(
             self,
             output_folder=self.output_folder,
@@ -92,7 +123,5 @@ class ScreeningApp(Application):
             show_identifiers=s.show_identifiers,
             name="report",
         )
-        self.add_flow(sources, preprocess, {("sources", "sources")})
-        self.add_flow(preprocess, screen, {("standard", "standard")})
         self.add_flow(screen, outputs, {("screened", "screened")})
         self.add_flow(outputs, self.report, {("written", "written")})

@@ -17,19 +17,21 @@ ranges); an error names the setting as ``section.field``, the name ``--set`` tak
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from cs3f.encoders import ENCODERS
+from cs3f.decisions import ScreeningRules
+from cs3f.encoders import ENCODERS, SliceEncoder
 from cs3f.method.batch_scorer import ScoringSettings
 from cs3f.method.tokens import TokenSettings
 from cs3f.preprocess import TASKS
 from cs3f.preprocess.lung_model import find_weights
 from cs3f.preprocess.standard_space import PreprocessSettings
-from cs3f.screening import ScreeningRules
+from cs3f.screening import screening_identity
 
 __all__ = ["TASKS", "AppSettings", "SettingsError", "load_settings", "with_lung_weights"]
 
@@ -103,6 +105,19 @@ class AppSettings:
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def identity(self, encoder: SliceEncoder) -> dict:
+        """What a reference bank must share with a run (:func:`cs3f.screening.screening_identity`):
+        the task and the preprocessing settings too, but not the worker count, and the lung
+        model by its weights' SHA-256 rather than by where it lies."""
+        preprocess = dataclasses.asdict(self.preprocess)
+        del preprocess["workers"]
+        if preprocess["lung_model"]:
+            digest = hashlib.sha256(Path(preprocess["lung_model"]).read_bytes()).hexdigest()
+            preprocess["lung_model"] = f"sha256:{digest}"
+        return screening_identity(
+            encoder, self.tokens, self.scoring, self.screening, preprocess | {"task": self.task}
+        )
 
 
 def _check_type(value, default, name: str) -> None:

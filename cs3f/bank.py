@@ -168,6 +168,15 @@ class ReferenceBank:
         """Every volume's token set of ``key`` in ``region``, in :attr:`volumes` order."""
         return [self._stores[(v.id, region)].get(0, key) for v in self.volumes]
 
+    def volume(self, volume_id: str) -> NewVolume:
+        """One volume's token sets and masks per region (memmaps), as it was put in."""
+        entry = next(v for v in self.volumes if v.id == volume_id)
+        tokens = {
+            r: {k: self._stores[(volume_id, r)].get(0, k) for k in self.keys} for r in self.regions
+        }
+        masks = {r: self.mask(volume_id, r) for r in self.regions}
+        return NewVolume(volume_id, tokens, masks, entry.study_date)
+
     def mask(self, volume_id: str, region: str) -> np.ndarray:
         """The volume's standard-space foreground in ``region``, bool."""
         with np.load(self.root / "volumes" / volume_id / region / "mask.npz") as saved:

@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from cs3f.bank import NewVolume, ReferenceBank
+from cs3f.decisions import Calibration, ScreeningRules
 from cs3f.encoders import SliceEncoder
 from cs3f.method.batch_scorer import BatchScorer, BatchScores, ScoringSettings, StageProgress
 from cs3f.method.maps import patient_score
@@ -55,18 +56,16 @@ from cs3f.preprocess.standard_space import Standardised, region_slug
 
 __all__ = [
     "MIN_STUDIES",
-    "Calibration",
     "Screening",
     "ScreeningError",
-    "ScreeningRules",
     "StoredRegion",
+    "bank_calibration",
     "check_batch_size",
     "screening_identity",
     "study_score",
 ]
 
 LOG = logging.getLogger("cs3f.app")
-MAD_TO_SD = 1.4826  # a normal distribution's standard deviation per median absolute deviation
 MIN_STUDIES = 2  # the method compares studies with each other
 
 
@@ -99,99 +98,21 @@ def screening_identity(
     }
 
 
-def check_batch_size(n_studies: int) -> None:
-    """Refuse a batch of fewer than :data:`MIN_STUDIES` studies, before any expensive work.
+def check_batch_size(n_studies: int, against_bank: bool = False) -> None:
+    """Refuse a batch of fewer than :data:`MIN_STUDIES` studies (none, against a bank), before
+    any expensive work.
 
     Raises:
         ScreeningError: saying how many there are and why that is too few.
     """
+    if against_bank:
+        if n_studies < 1:
+            raise ScreeningError("no scorable study to screen against the bank")
+        return
     if n_studies < MIN_STUDIES:
         raise ScreeningError(
             f"{n_studies} scorable studies: the method compares studies with each other and "
             f"needs at least {MIN_STUDIES}"
-        )
-
-
-@dataclass(frozen=True)
-class ScreeningRules:
-    """The batch's decision rules; the defaults are the papers'.
-
-    Attributes:
-        voxel_percentile: the SEG threshold is this percentile (0-100, exclusive) of all
-            foreground voxel scores of the batch (99 = the 99 % specificity point of a mostly
-            normal batch).
-        flag_mad: a study is flagged when its score exceeds the batch median by this many
-            robust standard deviations (1.4826 x MAD); > 0.
-        min_batch_warning: fewer scored studies than this gives a warning (quality drops); >= 2.
-    """
-
-    voxel_percentile: float = 99.0
-    flag_mad: float = 3.0
-    min_batch_warning: int = 20
-
-    def __post_init__(self) -> None:
-        if not 0 < self.voxel_percentile < 100:
-            raise ValueError(f"voxel_percentile must be in (0, 100), got {self.voxel_percentile}")
-        if not self.flag_mad > 0:
-            raise ValueError(f"flag_mad must be > 0, got {self.flag_mad}")
-        if self.min_batch_warning < 2:
-            raise ValueError(f"min_batch_warning must be >= 2, got {self.min_batch_warning}")
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """What turns scores into decisions: the voxel threshold and the reference's patient scores.
-
-    Attributes:
-        voxel_threshold: a voxel is abnormal when its score is above this (score units).
-        reference_scores: the patient scores the flag rule and the percentile measure against,
-            sorted ascending (the batch's own; a bank's stored ones later).
-        flag_mad: see :class:`ScreeningRules`.
-    """
-
-    voxel_threshold: float
-    reference_scores: tuple[float, ...]
-    flag_mad: float
-
-    @property
-    def median(self) -> float:
-        return float(np.median(self.reference_scores))
-
-    @property
-    def robust_sd(self) -> float:
-        """1.4826 x the median absolute deviation of the reference scores."""
-        values = np.asarray(self.reference_scores)
-        return MAD_TO_SD * float(np.median(np.abs(values - self.median)))
-
-    @property
-    def flag_threshold(self) -> float:
-        """The score above which a study is flagged: median + flag_mad x robust SD (+inf when
-        the MAD is 0: scores that do not spread flag nothing)."""
-        sd = self.robust_sd
-        return self.median + self.flag_mad * sd if sd > 0 else float("inf")
-
-    def flagged(self, score: float) -> bool:
-        """Whether a patient score is an outlier of the reference."""
-        return bool(score > self.flag_threshold)
-
-    def percentile(self, score: float) -> float:
-        """Percentage of reference scores <= ``score``, rounded to 2 places."""
-        return round(100.0 * float(np.mean(np.asarray(self.reference_scores) <= score)), 2)
-
-    def segment(self, voxel_map: np.ndarray) -> np.ndarray:
-        """Bool mask of the voxels above the threshold (any shape)."""
-        return voxel_map > self.voxel_threshold
-
-    def as_dict(self) -> dict:
-        """JSON-ready fields (a reference bank stores them)."""
-        return dataclasses.asdict(self) | {"reference_scores": list(self.reference_scores)}
-
-    @classmethod
-    def from_dict(cls, fields: Mapping) -> Calibration:
-        return cls(
-            float(fields["voxel_threshold"]),
-            tuple(float(v) for v in fields["reference_scores"]),
-            float(fields["flag_mad"]),
         )
 
 
@@ -279,8 +200,8 @@ class Screening:
             ScreeningError: fewer than :data:`MIN_STUDIES` studies (none, with a bank), or a
                 region or token set the bank does not hold.
         """
+        check_batch_size(self.n_studies, against_bank=self.bank is not None)
         if self.bank is None:
-            check_batch_size(self.n_studies)
             reference_count = self.n_studies
         else:
             self._check_bank()
@@ -307,8 +228,6 @@ class Screening:
         self._voxels = StreamingPercentile(low, high)
 
     def _check_bank(self) -> None:
-        if self.n_studies == 0:
-            raise ScreeningError("no study to screen against the bank")
         for name, scorer in self.scorers.items():
             if name not in self.bank.regions:
                 raise ScreeningError(
@@ -402,3 +321,23 @@ class Screening:
             [regions[name][1].transform.to_source(np.asarray(m)) for name, m in maps.items()],
             axis=0,
         )
+
+
+def bank_calibration(bank: ReferenceBank, volume_ids: Sequence[str]) -> Calibration:
+    """The leave-one-out calibration of some of a bank's volumes (those left after a removal),
+    scored from their stored tokens with the settings the bank was built with.
+
+    Raises:
+        ScreeningError: fewer than :data:`MIN_STUDIES` volumes.
+    """
+    identity = bank.identity
+    tokens = TokenSettings(**identity["tokens"] | {"axes": tuple(identity["tokens"]["axes"])})
+    screening = Screening(
+        None, tokens, ScoringSettings(**identity["scoring"]), ScreeningRules(**identity["rules"])
+    )
+    for volume_id in volume_ids:
+        screening.add_stored(bank.volume(volume_id))
+    screening.score()
+    for index in range(screening.n_studies):
+        screening.record(index, screening.voxel_maps(index))
+    return screening.calibrate()

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cs3f.decisions import ScreeningRules
 from cs3f.encoders import SliceEncoder
 from cs3f.method.batch_scorer import ScoringSettings
 from cs3f.method.tokens import TokenSettings
 from cs3f.preprocess.standard_space import GridTransform, Standardised
-from cs3f.screening import Screening, ScreeningRules, study_score
+from cs3f.screening import Screening, study_score
 from cs3f.volume import spacing
 from cs3f_tools.metrics import METRIC_KEYS, StudyMaps, group_auroc, metrics_of
 

@@ -17,7 +17,8 @@ class PreprocessOperator(Stage):
     """Studies are preprocessed ``settings.workers`` at a time in worker processes
     (:mod:`cs3f.preprocess.parallel`). With ``save_to``, also writes ``<key>.nii.gz`` and
     ``<key>_mask.nii.gz`` per study (``<key>_<region>...`` when a study has several regions, as
-    lungs do)."""
+    lungs do). ``against_bank``: the studies will be screened against a reference bank, so one
+    study is enough."""
 
     receives, emits = "sources", "standard"
 
@@ -28,15 +29,17 @@ class PreprocessOperator(Stage):
         task: str,
         settings: PreprocessSettings,
         save_to: Path | None,
+        against_bank: bool = False,
         **kwargs,
     ):
         self.task, self.settings, self.save_to = task, settings, save_to
+        self.against_bank = against_bank
         super().__init__(fragment, *args, **kwargs)
 
     def run(self, sources: SourceVolumes) -> StandardVolumes:
         ledger = sources.ledger
         try:
-            check_batch_size(len(sources.studies))
+            check_batch_size(len(sources.studies), self.against_bank)
         except ScreeningError as exc:
             ledger.refuse(str(exc), [s.row for s in sources.studies], "batch too small to score")
             return StandardVolumes(ledger, [])

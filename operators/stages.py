@@ -24,12 +24,13 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from cs3f.decisions import Calibration
 from cs3f.io.outputs import StudyRow
 from cs3f.io.report import StudyFigure
 from cs3f.preprocess.standard_space import Standardised
 from cs3f.progress import Progress
 from cs3f.redaction import IDENTIFIERS
-from cs3f.screening import Calibration, Screening
+from cs3f.screening import Screening
 from cs3f.volume import Volume
 
 LOG = logging.getLogger("cs3f.app")

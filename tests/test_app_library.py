@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from app.settings import SettingsError, load_settings
+from cs3f.decisions import Calibration
 from cs3f.io.outputs import StudyRow, rank, sanitise, scores_csv, scores_json, study_keys
 from cs3f.method.threshold import StreamingPercentile
-from cs3f.screening import Calibration
 
 
 def test_sanitise_keeps_names_inside_the_folder():

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cs3f.decisions import Calibration
 from cs3f.io.outputs import StudyRow, rank
 from cs3f.io.report import PIXELS_PER_MM, colour_bar, report_html, study_figure
-from cs3f.screening import Calibration
 from cs3f.volume import Volume
 
 LPS_LIKE = np.array(  # a DICOM axial series: i to patient left, j to posterior, 2 mm slices

@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 
 from cs3f.bank import ReferenceBank
+from cs3f.decisions import Calibration, ScreeningRules
 from cs3f.encoders import load_encoder
 from cs3f.io.outputs import StudyRow, rank, scores_csv
 from cs3f.method.batch_scorer import BatchScorer, ScoringSettings
 from cs3f.method.tokens import TokenSettings
 from cs3f.preprocess.standard_space import GridTransform, Standardised
-from cs3f.screening import Calibration, Screening, ScreeningError, ScreeningRules
+from cs3f.screening import Screening, ScreeningError
 from operators.stages import Ledger
 
 TOKENS = TokenSettings(q_coarse=4, q_fine=2, dim=16)
@@ -183,5 +184,5 @@ def test_a_bank_without_the_runs_region_is_refused(batch, tmp_path):
     empty = Screening(
         encoder, TOKENS, ScoringSettings(variant="C"), ScreeningRules(50.0), bank=bank
     )
-    with pytest.raises(ScreeningError, match="no study to screen"):
+    with pytest.raises(ScreeningError, match="no scorable study to screen against the bank"):
         empty.score()

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from cs3f.screening import Calibration
+from cs3f.decisions import Calibration
 
 __all__ = [
     "IDENTIFYING",
