@@ -28,7 +28,6 @@ import argparse
 import dataclasses
 import json
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,6 +37,8 @@ import pydicom
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from provenance import commit
 
 from cs3f.encoders import load_encoder
 from cs3f.io.dicom_volume import series_volume
@@ -153,16 +154,9 @@ def main() -> None:
                 print(label, json.dumps(result["metrics"]), file=sys.stderr)
                 print(label, json.dumps(result["base_brain_auroc"]), file=sys.stderr)
             print(f"{encoder.name}: {name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
     report = {
         "machine": {"cpu": platform.machine(), "python": platform.python_version()},
-        "commit": commit,
+        "commit": commit(),
         "cohort": str(args.cohort),
         "studies": len(studies),
         "abnormal": sum(s.abnormal for s in studies),

@@ -39,6 +39,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from provenance import commit
+
 from cs3f import __version__
 from cs3f.encoders import load_encoder
 from cs3f.encoders.dinov2 import write_random_checkpoint
@@ -273,14 +275,7 @@ def main() -> None:
     want = lambda name: sections is None or name in sections
     result: dict = {
         "cs3f_version": __version__,
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=False,
-            cwd=Path(__file__).parent,
-        ).stdout.strip()
-        or None,
+        "commit": commit(),
         "machine": {
             "cpu": platform.processor() or platform.machine(),
             "threads": torch.get_num_threads(),

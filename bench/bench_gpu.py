@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +31,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from provenance import commit
 
 from cs3f import __version__
 from cs3f.encoders.dinov2 import Dinov2Encoder
@@ -214,16 +215,9 @@ def main() -> None:
     if args.peak_tflops is None and device.type == "cuda":
         args.peak_tflops = bf16_peak(device_name)
     log(f"{args.arch} on {device_name}, B = {args.volumes} volumes of {args.side}^3")
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=Path(__file__).parent,
-    ).stdout.strip()
     result = {
         "cs3f_version": __version__,
-        "commit": commit or None,
+        "commit": commit(),
         "device": device_name,
         "torch": torch.__version__,
         "arch": args.arch,

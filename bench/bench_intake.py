@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from provenance import commit
 
 import app.__main__  # noqa: F401  (prepares the process for Holoscan, as the app does)
 
@@ -87,17 +88,10 @@ def main() -> None:
         application = IntakeApp(args.input, Path(work))
         application.run()
         anonymous, mapped = status_mb("RssAnon"), status_mb("RssFile")
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=Path(__file__).parent,
-    ).stdout.strip()
     print(
         json.dumps(
             {
-                "commit": commit or None,
+                "commit": commit(),
                 "input_files": len(files),
                 "input_mb": sum(p.stat().st_size for p in files) / 2**20,
                 "studies": application.sink.rows,
