@@ -18,6 +18,7 @@ CUDA with a GPU build of faiss the block comes from ``faiss.pairwise_distance_gp
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import NamedTuple
 
 import faiss
@@ -126,7 +127,16 @@ class NearestTokens:
         """
         if self.uses_gpu:
             return self._pair_minima_gpu(a, b)
-        a, b = _as_f32(a), _as_f32(b)
+        return self._tiled_minima(_as_f32(a), _as_f32(b))
+
+    def _tiled_minima(
+        self,
+        a: np.ndarray,
+        b: np.ndarray,
+        visit: Callable[[int, np.ndarray], None] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The CPU block of float32 ``a`` and ``b`` in row tiles, reduced to both sides' minima;
+        ``visit(start, block)`` then sees each (rows, m) tile, which it may overwrite."""
         n, d = a.shape
         m = b.shape[0]
         tile = min(self.tile_rows, n)
@@ -143,6 +153,8 @@ class NearestTokens:
             block_t = torch.from_numpy(block)
             a_to_b[start : start + rows] = block_t.amin(dim=1)
             torch.minimum(b_to_a, block_t.amin(dim=0), out=b_to_a)
+            if visit is not None:
+                visit(start, block)
         return a_to_b.clamp_(min=0).numpy(), b_to_a.clamp_(min=0).numpy()
 
     def _pair_minima_gpu(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -172,38 +184,30 @@ class NearestTokens:
         if self.uses_gpu:
             return self._pair_routes_gpu(a, b, k, a_keys, b_keys)
         a, b = _as_f32(a), _as_f32(b)
-        n, d = a.shape
-        m = b.shape[0]
+        n, m = a.shape[0], b.shape[0]
         k_a, k_b = min(int(k), len(b_keys)), min(int(k), len(a_keys))
-        tile = min(self.tile_rows, n)
-        if self._buffer.size < 2 * tile * m:
-            self._buffer = np.empty(2 * tile * m, dtype=np.float32)
-        a_to_b = torch.empty(n)
-        b_to_a = torch.full((m,), float("inf"))
         a_routes = np.empty((n, k_a), dtype=np.int64)
         b_heaps = _Heaps(m, k_b)
         not_b_key = torch.from_numpy(np.isin(np.arange(m), b_keys, invert=True))
-        not_a_key = np.isin(np.arange(n), a_keys, invert=True)
+        not_a_key = torch.from_numpy(np.isin(np.arange(n), a_keys, invert=True))
         some_b_not_keys = bool(not_b_key.any())
-        for start in range(0, n, tile):
-            rows = min(tile, n - start)
-            block = self._buffer[: rows * m].reshape(rows, m)
-            faiss.pairwise_L2sqr(
-                d, rows, faiss.swig_ptr(a[start:]), m, faiss.swig_ptr(b), faiss.swig_ptr(block)
-            )
+        transposed = np.empty(min(self.tile_rows, n) * m, dtype=np.float32)
+
+        def route(start: int, block: np.ndarray) -> None:
+            rows = block.shape[0]
             block_t = torch.from_numpy(block)
-            a_to_b[start : start + rows] = block_t.amin(dim=1)
-            torch.minimum(b_to_a, block_t.amin(dim=0), out=b_to_a)
             if some_b_not_keys:  # only keys are routed to
                 block_t[:, not_b_key] = float("inf")
             a_routes[start : start + rows] = _Heaps(rows, k_a).add(block, 0)
-            block_t[torch.from_numpy(not_a_key[start : start + rows])] = float("inf")
-            transposed = self._buffer[rows * m : 2 * rows * m].reshape(m, rows)
-            _transpose(block_t, torch.from_numpy(transposed))
-            b_heaps.add(transposed, start)
+            block_t[not_a_key[start : start + rows]] = float("inf")
+            columns = transposed[: rows * m].reshape(m, rows)
+            _transpose(block_t, torch.from_numpy(columns))
+            b_heaps.add(columns, start)
+
+        a_to_b, b_to_a = self._tiled_minima(a, b, route)
         return PairRoutes(
-            a_to_b.clamp_(min=0).numpy(),
-            b_to_a.clamp_(min=0).numpy(),
+            a_to_b,
+            b_to_a,
             _positions(b_keys, m)[a_routes[a_keys]],
             _positions(a_keys, n)[b_heaps.ids[b_keys]],
         )
