@@ -60,10 +60,8 @@ def bank_main(argv: list[str]) -> int:
         if args.command == "remove":
             bank = open_bank(args.bank, None, None)
             start_logging(None)
-            keep = [v.id for v in bank.volumes if v.id != args.volume]
-            if len(keep) == len(bank.volumes):
-                return error(f"the bank has no volume {args.volume!r}")
             try:
+                keep = bank.remaining(args.volume)
                 bank.remove(args.volume, bank_calibration(bank, keep).as_dict())
             except (BankError, ScreeningError) as exc:
                 return error(str(exc))

@@ -256,8 +256,8 @@ class ReferenceBank:
         _write_manifest(self.root, manifest)
         return ReferenceBank.open(self.root)
 
-    def remove(self, volume_id: str, calibration: Mapping) -> ReferenceBank:
-        """Drop one volume (a study later found abnormal), with the recomputed calibration.
+    def remaining(self, volume_id: str) -> list[str]:
+        """The volume ids the bank keeps without ``volume_id`` (the ones to recalibrate on).
 
         Raises:
             BankError: no such volume, or the bank would keep fewer than :data:`MIN_VOLUMES`.
@@ -269,8 +269,18 @@ class ReferenceBank:
                 f"a bank keeps at least {MIN_VOLUMES} volumes (its statistics are leave-one-out); "
                 "delete the folder instead"
             )
+        return [v.id for v in self.volumes if v.id != volume_id]
+
+    def remove(self, volume_id: str, calibration: Mapping) -> ReferenceBank:
+        """Drop one volume (a study later found abnormal), with the recomputed calibration of
+        the :meth:`remaining` ones.
+
+        Raises:
+            BankError: as :meth:`remaining`.
+        """
+        keep = set(self.remaining(volume_id))
         manifest = self._manifest(calibration)
-        manifest["volumes"] = [v for v in manifest["volumes"] if v["id"] != volume_id]
+        manifest["volumes"] = [v for v in manifest["volumes"] if v["id"] in keep]
         _write_manifest(self.root, manifest)
         shutil.rmtree(self.root / "volumes" / volume_id, ignore_errors=True)
         return ReferenceBank.open(self.root)
