@@ -31,6 +31,7 @@ import os
 import re
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -156,8 +157,10 @@ class ReferenceBank:
         folder = self.root / "volumes" / volume_id / region
         try:
             store = TokenStore.open(folder)
-            self.mask(volume_id, region)
-        except (StoreError, OSError, ValueError, KeyError) as exc:
+            with np.load(folder / "mask.npz") as saved:  # the archive's index, not its bits
+                if not {"bits.npy", "shape.npy"} <= set(saved.zip.namelist()):
+                    raise KeyError("mask.npz lacks its bits or shape")
+        except (StoreError, OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
             raise BankError(f"volume {volume_id} ({region}) is damaged: {exc}") from exc
         missing = sorted(set(self.keys) - set(store.keys()))
         if missing:

@@ -101,6 +101,11 @@ def test_damaged_or_foreign_banks_are_refused_with_a_reason(volumes, tmp_path):
     features.write_bytes(features.read_bytes()[:-100])  # cut short, as by a full disk
     with pytest.raises(BankError, match="volume v01 .brain. is damaged"):
         ReferenceBank.open(root)
+    ReferenceBank.create(tmp_path / "again", IDENTITY, volumes[:2], CALIBRATION)
+    mask = tmp_path / "again" / "volumes" / "v00" / "brain" / "mask.npz"
+    mask.write_bytes(mask.read_bytes()[:-50])
+    with pytest.raises(BankError, match="volume v00 .brain. is damaged"):
+        ReferenceBank.open(tmp_path / "again")
 
 
 def test_misuse_is_refused_and_leaves_nothing_half_written(volumes, tmp_path):
