@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import DISTANCE_ATOL
 
 from cs3f.bank import BankError, BankMismatch, NewVolume, ReferenceBank
 from cs3f.encoders import load_encoder
@@ -71,7 +72,7 @@ def test_a_new_study_scored_against_the_bank_as_in_a_batch(volumes, tmp_path):
         query = new[key].features.astype(np.float16)  # the batch would hold it as float16 too
         (got,) = mutual_scores([query, *stored], rho=0.5, n_references=4)
         want = mutual_scores([*stored, query], rho=0.5)[-1]
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=DISTANCE_ATOL)
 
 
 def test_other_settings_are_refused_by_name(volumes, tmp_path):
