@@ -153,7 +153,10 @@ def test_one_study_screened_against_a_bank_as_in_a_batch_with_it(batch, tmp_path
     )
     alone, (alone_maps,), calibration = _screened(batch[:1], variant, tmp_path / "alone", bank)
     _, joint_maps, _ = _screened(batch[1:] + batch[:1], variant, tmp_path / "joint")
-    np.testing.assert_allclose(alone_maps["brain"], joint_maps[-1]["brain"], rtol=1e-5, atol=1e-6)
+    # float32 rounding: the pairs' blocks are computed the other way round in the batch
+    # (tests/test_bank.py says how much that can move a distance near 0)
+    np.testing.assert_allclose(alone_maps["brain"], joint_maps[-1]["brain"], rtol=1e-5, atol=1e-4)
+    assert np.isclose(alone_maps["brain"], joint_maps[-1]["brain"], 1e-5, 1e-6).mean() > 0.98
     assert calibration == base_calibration  # the bank's leave-one-out statistics
     assert alone.warnings and "5 bank volumes" in alone.warnings[0]
 
