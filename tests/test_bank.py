@@ -3,6 +3,7 @@ a batch, a run with other settings refused by name, and damaged or misused banks
 a reason, never left half-written."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from cs3f.bank import BankError, BankMismatch, NewVolume, ReferenceBank
 from cs3f.encoders import load_encoder
 from cs3f.method.scoring import mutual_scores
+from cs3f.method.token_index import VolumeTokenIndex, train_ivf
 from cs3f.method.tokens import Tokenizer, TokenSettings
 
 IDENTITY = {"encoder": "pixels-p14", "weights_sha256": None, "tokens": {"dim": 16, "q": [14, 2]}}
@@ -95,8 +97,8 @@ def test_damaged_or_foreign_banks_are_refused_with_a_reason(volumes, tmp_path):
     root = tmp_path / "bank"
     ReferenceBank.create(root, IDENTITY, volumes[:2], CALIBRATION)
     manifest = json.loads((root / "bank.json").read_text())
-    (root / "bank.json").write_text(json.dumps(manifest | {"version": 2}))
-    with pytest.raises(BankError, match="version 2 bank; this program reads version 1"):
+    (root / "bank.json").write_text(json.dumps(manifest | {"version": 3}))
+    with pytest.raises(BankError, match="version 3 bank; this program reads versions 1, 2"):
         ReferenceBank.open(root)
     (root / "bank.json").write_text(json.dumps(manifest | {"format": "something else"}))
     with pytest.raises(BankError, match="is not a cs3f-reference-bank manifest"):
@@ -130,3 +132,67 @@ def test_misuse_is_refused_and_leaves_nothing_half_written(volumes, tmp_path):
     with pytest.raises(BankError, match="not a safe name"):
         bank.add([NewVolume("../x", volumes[2].tokens, volumes[2].masks)], CALIBRATION)
     assert [v.id for v in ReferenceBank.open(root).volumes] == ["v00", "v01"]
+
+
+def _coarse_only(volume: NewVolume) -> NewVolume:
+    sets = {k: t for k, t in volume.tokens["brain"].items() if k.level == "coarse"}
+    return NewVolume(volume.id, {"brain": sets}, volume.masks, volume.study_date)
+
+
+def test_the_index_round_trip_and_add_and_remove_drop_it(volumes, tmp_path):
+    root = tmp_path / "bank"
+    bank = ReferenceBank.create(root, IDENTITY, [_coarse_only(v) for v in volumes[:4]], CALIBRATION)
+    assert bank.index is None and bank.layouts == {}
+    layouts = {
+        ("brain", key): train_ivf([t.features for t in bank.token_sets("brain", key)], 1)
+        for key in bank.keys
+    }
+    bank = bank.with_index(layouts, 0.98)
+    reopened = ReferenceBank.open(root)
+    assert reopened.index == "0001" and set(reopened.layouts) == set(layouts)
+    for where, layout in layouts.items():
+        stored = reopened.layouts[where]
+        np.testing.assert_array_equal(stored.lists, layout.lists)
+        np.testing.assert_array_equal(stored.centroids, layout.centroids)
+        assert (stored.nprobe, stored.recall, stored.k) == (layout.nprobe, layout.recall, 1)
+        features = [t.features for t in reopened.token_sets(*where)]
+        query = volumes[4].tokens["brain"][where[1]].features
+        exhaustive = VolumeTokenIndex.ivf(features, stored, nprobe=stored.nlist)
+        np.testing.assert_allclose(
+            exhaustive.scores(query, 2), VolumeTokenIndex.flat(features).scores(query, 2), 1e-5
+        )
+    assert "index: 0001" in "\n".join(reopened.describe())
+    again = reopened.with_index(layouts, 0.98)  # a new generation replaces the old
+    assert again.index == "0002" and sorted(os.listdir(root / "index")) == ["0002"]
+    added = again.add([_coarse_only(volumes[4])], CALIBRATION)
+    assert added.index is None and added.layouts == {} and os.listdir(root / "index") == []
+    removed = added.with_index(
+        {w: train_ivf([t.features for t in added.token_sets(*w)], 1) for w in layouts}, 0.98
+    ).remove("v00", CALIBRATION)
+    assert removed.index is None and ReferenceBank.open(root).index is None
+
+
+def test_a_damaged_index_is_refused_and_a_version_1_bank_has_none(volumes, tmp_path):
+    root = tmp_path / "bank"
+    bank = ReferenceBank.create(root, IDENTITY, [_coarse_only(v) for v in volumes[:3]], CALIBRATION)
+    key = bank.keys[0]
+    layout = train_ivf([t.features for t in bank.token_sets("brain", key)], 1)
+    bank.with_index({("brain", key): layout}, 0.98)
+    lists = min((root / "index" / "0001").glob("*.lists.npy"))
+    lists.write_bytes(lists.read_bytes()[:-40])
+    with pytest.raises(BankError, match="the index of .* is damaged"):
+        ReferenceBank.open(root)
+    manifest = json.loads((root / "bank.json").read_text())
+    del manifest["index"]
+    (root / "bank.json").write_text(json.dumps(manifest | {"version": 1}))
+    assert ReferenceBank.open(root).index is None
+
+
+def test_a_new_bank_follows_the_umask(volumes, tmp_path):
+    old = os.umask(0o022)
+    try:
+        bank = ReferenceBank.create(tmp_path / "bank", IDENTITY, volumes[:2], CALIBRATION)
+    finally:
+        os.umask(old)
+    assert oct((tmp_path / "bank").stat().st_mode & 0o777) == oct(0o755)
+    assert oct((bank.root / "bank.json").stat().st_mode & 0o777) == oct(0o644)

@@ -1,0 +1,107 @@
+"""The files of a reference bank's approximate index: one :class:`IvfLayout` per (region, token
+key) in one folder, ``BANK/index/<generation>/`` (see :mod:`cs3f.bank` for where it sits).
+
+    index.json         {"kind": "ivf", "target": recall target, "volumes": [ids in order],
+                        "sets": [{"region", "key", "stem", "nlist", "nprobe", "recall",
+                                  "score_error", "k"}, ...]}
+    <stem>.centroids.npy   (nlist, d) float32
+    <stem>.lists.npy       (N,) int32, the cell of every token of the listed volumes, in order
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from cs3f.method.token_index import IvfLayout
+from cs3f.method.tokens import TokenKey
+
+__all__ = ["read_layouts", "write_layouts"]
+
+INDEX = "index.json"
+
+
+def _stem(region: str, key: TokenKey) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", f"{region}_a{key.axis}_{key.layer}_{key.level}")
+
+
+def write_layouts(
+    folder: Path,
+    layouts: Mapping[tuple[str, TokenKey], IvfLayout],
+    volume_ids: list[str],
+    target: float,
+) -> None:
+    """Write ``layouts`` of the bank volumes ``volume_ids`` (in order) as ``folder``, whole or
+    not at all: into a staging folder beside it, then renamed (an unreferenced ``folder`` that a
+    crash left there is replaced)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    staging = folder.with_name(f".{folder.name}.{secrets.token_hex(4)}")
+    staging.mkdir(parents=True)
+    try:
+        _write(staging, layouts, volume_ids, target)
+        os.rename(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _write(
+    folder: Path,
+    layouts: Mapping[tuple[str, TokenKey], IvfLayout],
+    volume_ids: list[str],
+    target: float,
+) -> None:
+    entries = []
+    for (region, key), layout in sorted(layouts.items()):
+        stem = _stem(region, key)
+        np.save(folder / f"{stem}.centroids.npy", np.asarray(layout.centroids, np.float32))
+        np.save(folder / f"{stem}.lists.npy", np.asarray(layout.lists, np.int32))
+        entries.append(
+            {
+                "region": region,
+                "key": list(key),
+                "stem": stem,
+                "nlist": layout.nlist,
+                "nprobe": layout.nprobe,
+                "recall": layout.recall,
+                "score_error": layout.score_error,
+                "k": layout.k,
+            }
+        )
+    index = {"kind": "ivf", "target": target, "volumes": volume_ids, "sets": entries}
+    (folder / INDEX).write_text(json.dumps(index, indent=1), "utf-8")
+
+
+def read_layouts(
+    folder: Path, volume_ids: list[str], count: Callable[[str, TokenKey], int]
+) -> dict[tuple[str, TokenKey], IvfLayout]:
+    """The layouts in ``folder`` (arrays memmapped), checked to cover the volumes
+    ``volume_ids`` whose tokens of a (region, key) number ``count(region, key)``.
+
+    Raises:
+        OSError, ValueError, KeyError, TypeError: a file is missing, cut short or mangled, or
+            the index covers other volumes or tokens.
+    """
+    written = json.loads((folder / INDEX).read_text("utf-8"))
+    if written["volumes"] != volume_ids:
+        raise ValueError("it covers other volumes than the bank's")
+    layouts = {}
+    for entry in written["sets"]:
+        region, key = entry["region"], TokenKey(*entry["key"])
+        stem = folder / entry["stem"]
+        centroids = np.load(stem.with_suffix(".centroids.npy"), mmap_mode="r")
+        lists = np.load(stem.with_suffix(".lists.npy"), mmap_mode="r")
+        tokens = count(region, key)
+        if len(lists) != tokens or centroids.ndim != 2 or lists.max(initial=0) >= len(centroids):
+            raise ValueError(f"{stem.name} does not cover the bank's {tokens} tokens")
+        layouts[(region, key)] = IvfLayout(
+            centroids, lists, entry["nprobe"], entry["recall"], entry["score_error"], entry["k"]
+        )
+    return layouts
