@@ -19,6 +19,7 @@ from app.run import (
     start_logging,
 )
 from cs3f.bank import BankError
+from cs3f.bank_search import index_bank
 from cs3f.io.nifti_io import InputError, input_format
 from cs3f.redaction import IDENTIFIERS
 from cs3f.screening import ScreeningError, bank_calibration
@@ -62,7 +63,7 @@ def bank_main(argv: list[str]) -> int:
             start_logging(None)
             try:
                 keep = bank.remaining(args.volume)
-                bank.remove(args.volume, bank_calibration(bank, keep).as_dict())
+                index_bank(bank.remove(args.volume, bank_calibration(bank, keep).as_dict()))
             except (BankError, ScreeningError) as exc:
                 return error(str(exc))
             LOG.info("removed %s; the bank keeps %d volumes", args.volume, len(keep))

@@ -55,7 +55,9 @@ def test_build_screen_alone_add_and_remove(studies, tmp_path, capsys):
     scores = json.loads((out / "scores.json").read_text())
     (study,) = scores["studies"]
     assert study["status"] == "scored" and study["flagged"]  # the bright block, against normals
-    assert scores["run"]["reference"] == {"bank": str(bank), "volumes": 3}
+    reference = {"bank": str(bank), "volumes": 3, "search": "pairwise", "exact": True}
+    assert scores["run"]["reference"] == reference  # MS: coarse-to-fine routes per volume
+    assert "index: none" in text  # nor does an MS bank keep one
     assert scores["run"]["voxel_threshold"] == pytest.approx(built["voxel_threshold"])
     assert list((out / "seg").glob("*.nii.gz")) or list((out / "seg").iterdir())
 
@@ -84,6 +86,11 @@ def test_bad_banks_and_inputs_stop_before_any_work(studies, tmp_path, capsys):
     other = [*FAST[:-1], "tokens.dim=64"]
     message = refused("-i", str(studies / "new"), "-o", str(out), "--bank", str(bank), *other)
     assert "tokens.dim: bank 32, this run 64" in message
+    message = refused(
+        "-i", str(studies / "new"), "-o", str(out), "--bank", str(bank), *FAST,
+        "--set", "scoring.bank_index=ivf",
+    )  # fmt: skip
+    assert "bank_index 'ivf' serves variant C only" in message
     message = refused("bank", "add", "-i", str(studies / "new"), "--bank", str(bank), *other)
     assert "tokens.dim: bank 32, this run 64" in message
     message = refused("bank", "build", "-i", str(studies / "new"), "--bank", str(bank), *FAST)
@@ -99,11 +106,23 @@ def test_bad_banks_and_inputs_stop_before_any_work(studies, tmp_path, capsys):
     assert "is damaged" in refused("bank", "describe", "--bank", str(bank))
 
 
-def test_an_empty_folder_against_a_bank_is_a_clear_error(studies, tmp_path):
+def test_a_variant_c_bank_keeps_an_index_and_an_empty_folder_is_a_clear_error(
+    studies, tmp_path, capsys
+):
     bank, empty, out = tmp_path / "bank", tmp_path / "empty", tmp_path / "out"
-    assert main(["bank", "build", "-i", str(studies / "normal"), "--bank", str(bank), *FAST]) == 0
+    c = [*FAST, "--set", "scoring.variant=C"]
+    assert main(["bank", "build", "-i", str(studies / "normal"), "--bank", str(bank), *c]) == 0
+    text = _describe(bank, capsys)
+    assert "index: 0001" in text and "held-out recall" in text
+    ivf = [*c, "--set", "scoring.bank_index=ivf"]
+    assert main(["-i", str(studies / "new"), "-o", str(out), "--bank", str(bank), *ivf]) == 0
+    reference = json.loads((out / "scores.json").read_text())["run"]["reference"]
+    assert reference["search"] == "ivf" and reference["exact"] is False
+    assert reference["index"] == "0001" and len(reference["layouts"]) == 3  # one per axis
+    assert all(0.98 <= layout["recall"] <= 1 for layout in reference["layouts"])
+
     empty.mkdir()
-    assert main(["-i", str(empty), "-o", str(out), "--bank", str(bank), *FAST]) == 1
+    assert main(["-i", str(empty), "-o", str(out), "--bank", str(bank), "--overwrite", *c]) == 1
     error = json.loads((out / "scores.json").read_text())["run"]["error"]
     assert error == "no scorable study to screen against the bank"
 

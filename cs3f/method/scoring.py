@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from cs3f.method.pairs import NearestTokens
+from cs3f.method.token_index import VolumeTokenIndex
 
-__all__ = ["multiscale_scores", "mutual_scores", "neighbour_count"]
+__all__ = ["indexed_scores", "multiscale_scores", "mutual_scores", "neighbour_count"]
 
 Progress = Callable[[int, int], None]
 """Called as ``progress(done, total)`` after each query volume."""
@@ -139,6 +140,35 @@ def mutual_scores(
         if progress:
             progress(i + 1, n_scored)
     return [acc.mean_distance() for acc in nearest]
+
+
+def indexed_scores(
+    queries: Sequence[np.ndarray],
+    index: VolumeTokenIndex,
+    rho: float = 0.1,
+    k: int | None = None,
+    *,
+    progress: Progress | None = None,
+) -> list[np.ndarray]:
+    """:func:`mutual_scores` of ``queries`` against references, through an index over them.
+
+    Args:
+        queries: the volumes to score, arrays (N_i, d).
+        index: the references' tokens (B = ``index.n_volumes`` volumes).
+        rho, k, progress: as for :func:`mutual_scores` with ``n_references`` = B.
+    Returns:
+        One float32 array (N_i,) per query volume; with a flat index the scores of
+        :func:`mutual_scores` with ``n_references`` = B, with an approximate one scores
+        that are never lower (float rounding aside in both).
+    """
+    _, k = _schedule(len(queries) + index.n_volumes, index.n_volumes, rho, k)
+    _check_sets(queries, "queries")
+    out = []
+    for i, query in enumerate(queries):
+        out.append(index.scores(query, k))
+        if progress:
+            progress(i + 1, len(queries))
+    return out
 
 
 def _padded_groups(parents: np.ndarray, n_groups: int) -> np.ndarray:
