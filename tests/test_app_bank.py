@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from app.__main__ import main
+from app.settings import load_settings
+from cs3f.encoders import load_encoder
 from cs3f.preprocess.template import template_brain, template_mask
 
 FAST = [
@@ -134,3 +136,25 @@ def test_a_bank_of_one_study_is_not_built(studies, tmp_path, capsys):
     assert main(["bank", "build", "-i", str(one), "--bank", str(tmp_path / "bank"), *FAST]) == 1
     assert "needs at least 2" in capsys.readouterr().err
     assert not (tmp_path / "bank").exists()
+
+
+def test_files_named_by_the_settings_count_by_their_contents(tmp_path):
+    """The lung model and the Nyul landmarks are part of a bank's identity by SHA-256: the same
+    file elsewhere is the same identity, another file of the same name is not."""
+    encoder = load_encoder("pixels", device="cpu")
+    for folder, values in (("a", [1.0, 2.0]), ("b", [1.0, 3.0])):
+        (tmp_path / folder).mkdir()
+        np.save(tmp_path / folder / "landmarks.npy", np.array(values))
+        (tmp_path / folder / "lungs.pth").write_bytes(folder.encode())
+    (tmp_path / "copy.npy").write_bytes((tmp_path / "a" / "landmarks.npy").read_bytes())
+
+    def identity(landmarks: str, lungs: str = "a") -> dict:
+        lung_model = tmp_path / lungs / "lungs.pth"
+        sets = [f"preprocess.landmarks={landmarks}", f"preprocess.lung_model={lung_model}"]
+        return load_settings(None, sets).identity(encoder)["preprocess"]
+
+    same = identity(str(tmp_path / "a" / "landmarks.npy"))
+    assert same["landmarks"].startswith("sha256:") and same["lung_model"].startswith("sha256:")
+    assert identity(str(tmp_path / "copy.npy")) == same
+    assert identity(str(tmp_path / "b" / "landmarks.npy"))["landmarks"] != same["landmarks"]
+    assert identity(str(tmp_path / "copy.npy"), "b")["lung_model"] != same["lung_model"]
