@@ -271,6 +271,7 @@ class BatchScorer:
                         "score_coarse", progress, key, indexed_scores, queries, built,
                         rho=self.scoring.rho, k=self.scoring.k,
                     )  # fmt: skip
+                    del built  # one key's index in memory at a time
                 elif coarse_only:
                     features = [t.features for t in with_references(key)]
                     scores[key] = self._timed(
