@@ -5,6 +5,7 @@
     python -m app bank add -i DIR --bank BANK [settings flags]     # more studies into a bank
     python -m app bank remove --bank BANK --volume ID              # a study later found abnormal
     python -m app bank describe --bank BANK
+    python -m app bank index --bank BANK                           # (re)train its IVF index
 
 The successor of ``monai-deploy exec`` (removed in SDK 0.6). HOLOSCAN_INPUT_PATH,
 HOLOSCAN_OUTPUT_PATH and HOLOSCAN_MODEL_PATH give the folders when the flags are absent.

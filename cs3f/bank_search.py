@@ -32,6 +32,7 @@ __all__ = [
     "RECALL_TARGET",
     "bank_search",
     "index_bank",
+    "indexable",
     "search_record",
     "token_index",
 ]
@@ -46,7 +47,7 @@ def study_k(bank: ReferenceBank, scoring: ScoringSettings) -> int:
     return neighbour_count(len(bank.volumes) + 1, scoring.rho, scoring.k)
 
 
-def _indexable(bank: ReferenceBank) -> bool:
+def indexable(bank: ReferenceBank) -> bool:
     """Whether the index can serve the bank: coarse tokens only (variant C)."""
     return not any(key.level == FINE for key in bank.keys)
 
@@ -101,7 +102,7 @@ def index_bank(bank: ReferenceBank) -> ReferenceBank:
     """Train and store the approximate index of every region and key of a variant C bank, for
     the K of the bank's own scoring settings (a bank with fine tokens is returned as it is);
     the reopened bank."""
-    if not _indexable(bank):
+    if not indexable(bank):
         return bank
     k = study_k(bank, ScoringSettings(**bank.identity["scoring"]))
     layouts = {

@@ -103,6 +103,7 @@ def test_bad_banks_and_inputs_stop_before_any_work(studies, tmp_path, capsys):
     assert "no volume 'deadbeef'" in refused(
         "bank", "remove", "--bank", str(bank), "--volume", "deadbeef"
     )
+    assert "searched pairwise" in refused("bank", "index", "--bank", str(bank))  # an MS bank
     features = min(bank.glob("volumes/*/brain/*coarse.features.npy"))
     features.write_bytes(features.read_bytes()[:-64])  # cut short
     assert "is damaged" in refused("bank", "describe", "--bank", str(bank))
@@ -122,6 +123,8 @@ def test_a_variant_c_bank_keeps_an_index_and_an_empty_folder_is_a_clear_error(
     assert reference["search"] == "ivf" and reference["exact"] is False
     assert reference["index"] == "0001" and len(reference["layouts"]) == 3  # one per axis
     assert all(0.98 <= layout["recall"] <= 1 for layout in reference["layouts"])
+    assert main(["bank", "index", "--bank", str(bank)]) == 0  # trained again, same settings
+    assert "index: 0002" in _describe(bank, capsys)
 
     empty.mkdir()
     assert main(["-i", str(empty), "-o", str(out), "--bank", str(bank), "--overwrite", *c]) == 1
