@@ -18,11 +18,12 @@ figure needs it.
 
 ``scale``: per bank size and search (pairwise, flat, ivf), in a fresh process so that its peak
 RSS is its own, one normal and one abnormal new study (subjects not in any bank) are screened
-alone through :class:`cs3f.screening.Screening`. Reported per study: the seconds the bank
-search took for its 3 axes (the index built from the bank, then searched; pairwise: each bank
-volume in turn) and, for flat and ivf, the recall of the K nearest distinct-volume distances and
-the mean relative error of the token scores against the exact pairwise search
-(:func:`cs3f.method.token_index.recall_of`). Peak RSS is read before the recall is computed.
+alone through :class:`cs3f.screening.Screening`. Reported per study: the seconds of
+``Screening.score`` (the bank search of the study's 3 axes: each axis's index built from the
+bank, then searched; pairwise: each bank volume in turn; the study's tokenisation, the same for
+all, is not counted), the resident memory before and at most during it, and, for flat and ivf,
+the recall of the K nearest distinct-volume distances and the mean relative error of the
+token scores against the exact pairwise search (:func:`cs3f.method.token_index.recall_of`).
 
 ``auroc``: ``--new`` abnormal and ``--normal`` normal new studies screened against each bank by
 each search; :func:`cs3f_tools.metrics.metrics_of` on the studies' own grids.
@@ -33,11 +34,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import resource
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -137,12 +139,36 @@ def _new_studies(normal: int, abnormal: int):
 
 
 def _screening(bank: ReferenceBank, search: str, work: Path, encoder, regions) -> Screening:
+    """The studies tokenised, not yet scored."""
     scoring = dataclasses.replace(SCORING, bank_index=search)
     screening = Screening(encoder, TOKENS, scoring, RULES, work, bank)
     for region in regions:
         screening.add([region])
-    screening.score()
     return screening
+
+
+def resident_mb() -> float:
+    """This process's resident set size now, MB."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class PeakRss:
+    """The largest resident set size while the ``with`` block runs (sampled every 10 ms), MB."""
+
+    def __enter__(self) -> PeakRss:
+        self.peak, self._done = resident_mb(), threading.Event()
+        self._thread = threading.Thread(target=self._sample)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.01):
+            self.peak = max(self.peak, resident_mb())
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
 
 
 def scale_one(size: int, search: str) -> list[dict]:
@@ -152,9 +178,12 @@ def scale_one(size: int, search: str) -> list[dict]:
     rows = []
     for uid, _, _, region in _new_studies(1, 1):
         with tempfile.TemporaryDirectory(dir=OUT) as work:
-            start = time.perf_counter()
             screening = _screening(bank, search, Path(work), encoder, [region])
-            seconds = time.perf_counter() - start
+            before = resident_mb()
+            with PeakRss() as rss:
+                start = time.perf_counter()
+                screening.score()
+                seconds = time.perf_counter() - start
             row = {
                 "bank_volumes": size,
                 "search": search,
@@ -162,7 +191,8 @@ def scale_one(size: int, search: str) -> list[dict]:
                 "K": study_k(bank, SCORING),
                 "search_seconds": round(seconds, 2),
                 "index_build_seconds": round(screening.timings.get("scorer_bank_index", 0.0), 2),
-                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                "rss_before_mb": round(before),
+                "peak_rss_mb": round(rss.peak),
             }
             if search != "pairwise":
                 row |= _recall(bank, screening, search)
@@ -190,17 +220,19 @@ def _recall(bank: ReferenceBank, screening: Screening, search: str) -> dict:
     }
 
 
-def auroc(sizes: list[int], normal: int, abnormal: int) -> list[dict]:
-    """Voxel and patient metrics of the new studies screened against each bank by each search."""
+def auroc(sizes: list[int], searches: list[str], normal: int, abnormal: int) -> list[dict]:
+    """Voxel and patient metrics of the new studies screened against each bank by each of
+    ``searches``."""
     encoder = load_encoder("histogram", device="cpu")
     studies = _new_studies(normal, abnormal)
     results = []
     for size in sizes:
         bank = bank_of(size, encoder)
-        for search in SEARCHES:
+        for search in searches:
             with tempfile.TemporaryDirectory(dir=OUT) as work:
-                start = time.perf_counter()
                 screening = _screening(bank, search, Path(work), encoder, [s[3] for s in studies])
+                start = time.perf_counter()
+                screening.score()
                 seconds = time.perf_counter() - start
                 patients, maps = [], []
                 for index, (uid, is_abnormal, subject, region) in enumerate(studies):
@@ -237,7 +269,7 @@ def main() -> None:
         print(json.dumps(scale_one(args.volumes[0], args.searches[0])))
         return
     if args.mode == "auroc":
-        results = auroc(args.volumes, args.normal, args.new)
+        results = auroc(args.volumes, args.searches, args.normal, args.new)
     else:
         encoder = load_encoder("histogram", device="cpu")
         results = []
