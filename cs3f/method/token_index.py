@@ -95,8 +95,6 @@ class VolumeTokenIndex:
     def __init__(
         self, index: faiss.Index, token_sets: Sequence[np.ndarray], lists: np.ndarray | None
     ) -> None:
-        if len(token_sets) < 1:
-            raise ValueError("an index needs at least one reference volume")
         sizes = [len(t) for t in token_sets]
         if lists is not None and len(lists) != sum(sizes):
             raise ValueError(f"the layout has {len(lists)} tokens, the volumes {sum(sizes)}")
@@ -136,7 +134,7 @@ class VolumeTokenIndex:
         index.by_residual = False  # code the tokens themselves: float16 holds them exactly
         index.is_trained = True  # float16 codes need no training; the cells come with the layout
         built = cls(index, token_sets, layout.lists)
-        built.quantizer = quantizer  # the index points at it: keep it alive with the index
+        built._quantizer = quantizer  # the index points at it: keep it alive with the index
         built.nprobe = min(int(nprobe or layout.nprobe), layout.nlist)
         return built
 
