@@ -21,7 +21,8 @@ RSS is its own, one normal and one abnormal new study (subjects not in any bank)
 alone through :class:`cs3f.screening.Screening`. Reported per study: the seconds of
 ``Screening.score`` (the bank search of the study's 3 axes: each axis's index built from the
 bank, then searched; pairwise: each bank volume in turn; the study's tokenisation, the same for
-all, is not counted), the resident memory before and at most during it, and, for flat and ivf,
+all, is not counted), the resident memory before and at most during it (all, and without file
+pages: the memmapped bank tokens count in the first), and, for flat and ivf,
 the recall of the K nearest distinct-volume distances and the mean relative error of the
 token scores against the exact pairwise search (:func:`cs3f.method.token_index.recall_of`).
 
@@ -147,14 +148,16 @@ def _screening(bank: ReferenceBank, search: str, work: Path, encoder, regions) -
     return screening
 
 
-def resident_mb() -> float:
-    """This process's resident set size now, MB."""
-    pages = int(Path("/proc/self/statm").read_text().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+def resident_mb() -> tuple[float, float]:
+    """This process's resident set size now and the part of it that is not file pages (the
+    bank's memmapped tokens are file pages: the page cache, which the kernel can drop), MB."""
+    _, resident, shared = Path("/proc/self/statm").read_text().split()[:3]
+    page = os.sysconf("SC_PAGE_SIZE") / 2**20
+    return int(resident) * page, (int(resident) - int(shared)) * page
 
 
 class PeakRss:
-    """The largest resident set size while the ``with`` block runs (sampled every 10 ms), MB."""
+    """:func:`resident_mb` at most while the ``with`` block runs (sampled every 10 ms)."""
 
     def __enter__(self) -> PeakRss:
         self.peak, self._done = resident_mb(), threading.Event()
@@ -164,7 +167,7 @@ class PeakRss:
 
     def _sample(self) -> None:
         while not self._done.wait(0.01):
-            self.peak = max(self.peak, resident_mb())
+            self.peak = tuple(max(a, b) for a, b in zip(self.peak, resident_mb()))
 
     def __exit__(self, *exc) -> None:
         self._done.set()
@@ -191,8 +194,10 @@ def scale_one(size: int, search: str) -> list[dict]:
                 "K": study_k(bank, SCORING),
                 "search_seconds": round(seconds, 2),
                 "index_build_seconds": round(screening.timings.get("scorer_bank_index", 0.0), 2),
-                "rss_before_mb": round(before),
-                "peak_rss_mb": round(rss.peak),
+                "rss_before_mb": round(before[0]),
+                "peak_rss_mb": round(rss.peak[0]),
+                "anonymous_before_mb": round(before[1]),
+                "peak_anonymous_mb": round(rss.peak[1]),
             }
             if search != "pairwise":
                 row |= _recall(bank, screening, search)
