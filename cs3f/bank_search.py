@@ -13,8 +13,8 @@ index a bank keeps for that search.
   when the bank has none. Scores are never lower than exact ones.
 - ``auto`` (the default): ``ivf`` for variant C against a bank of at least
   :data:`AUTO_IVF_VOLUMES` volumes whose stored index reached :data:`RECALL_TARGET` on held-out
-  volumes; ``pairwise`` otherwise. Below that size pairwise is exact and takes seconds
-  (bench/RESULTS.md, "scale table").
+  volumes; ``pairwise`` otherwise: exact, and 7-9 s for one study's 3 axes against 200
+  volumes, 42-55 s against 1,000 (bench/RESULTS.md, "Reference bank at scale").
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ __all__ = [
     "index_bank",
     "indexable",
     "search_record",
+    "study_k",
     "token_index",
 ]
 
