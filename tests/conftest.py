@@ -13,6 +13,14 @@ from highdicom.legacy import LegacyConvertedEnhancedCTImage, LegacyConvertedEnha
 from cs3f.io.dicom_volume import LPS_TO_RAS
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# Absolute tolerance for token distances computed in two different orders (a study first or
+# last in a batch: rows or columns of a distance block). FAISS computes d^2 = |x|^2 + |y|^2 -
+# 2 x.y in float32, where a rounding of about 1e-7 of |x|^2 + |y|^2 = 2 stays in d^2 whatever d
+# is: 1e-7 / (2 d) in a distance d, 5e-6 at d = 0.01, and sqrt(2.4e-7) = 4.9e-4 for two equal
+# tokens (both measured on an AMD EPYC: 6.3e-6, and 0 against 4.9e-4). A wrong K or a wrong
+# reference set moves scores far more. The order-independent brute-force references keep their
+# own tolerances.
+DISTANCE_ATOL = 1e-3
 
 
 def smooth_volume(shape, seed, noise=0.02):

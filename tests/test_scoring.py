@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import DISTANCE_ATOL
 
 from cs3f.method.scoring import multiscale_scores, mutual_scores, neighbour_count
 
@@ -202,7 +203,7 @@ def test_scores_against_references_equal_a_batch_of_the_study_and_the_references
     for n, index in enumerate(new):  # alone with the bank, at the end of the batch
         batch = [*range(7), index]
         want_c = mutual_scores([coarse[i] for i in batch], rho=0.3)[-1]
-        np.testing.assert_allclose(got_c[n], want_c, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got_c[n], want_c, rtol=1e-5, atol=DISTANCE_ATOL)
         want_coarse, want_fine = multiscale_scores(
             [coarse[i] for i in batch],
             [fine[i] for i in batch],
@@ -210,8 +211,8 @@ def test_scores_against_references_equal_a_batch_of_the_study_and_the_references
             n_routes=2,
             rho=0.3,
         )
-        np.testing.assert_allclose(got_ms[0][n], want_coarse[-1], rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(got_ms[1][n], want_fine[-1], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got_ms[0][n], want_coarse[-1], rtol=1e-5, atol=DISTANCE_ATOL)
+        np.testing.assert_allclose(got_ms[1][n], want_fine[-1], rtol=1e-5, atol=DISTANCE_ATOL)
     assert len(got_c) == len(got_ms[0]) == len(got_ms[1]) == 2  # the references get none
 
 
