@@ -20,7 +20,8 @@ threshold and patient scores), and ``index``, the generation of the index folder
 
 The index (:class:`~cs3f.method.token_index.IvfLayout` per region and key, see
 :meth:`ReferenceBank.with_index`) is derived from the volumes: ``add`` and ``remove`` drop it
-and the caller writes a new one. Version 1 banks (no index) are read as banks without one.
+and the caller writes a new one. Version 1 banks (no index) are read as banks without one; any
+write makes them version 2.
 
 Writes never leave a bank half-written: :meth:`ReferenceBank.create` writes into a temporary
 folder beside BANK and renames it; :meth:`~ReferenceBank.add` and
@@ -122,6 +123,7 @@ class ReferenceBank:
         keys: the token keys every region of every volume has, sorted.
         volumes: the volumes, in the order they were added.
         calibration: the bank's leave-one-out statistics, as given when last written.
+        version: the format version it was written in (1 or 2; every write writes 2).
         index: the generation of the index folder, or ``None`` (no index).
         layouts: the index's :class:`IvfLayout` per (region, key), arrays memmapped.
     """
@@ -133,6 +135,7 @@ class ReferenceBank:
         self.keys: list[TokenKey] = sorted(TokenKey(*k) for k in manifest["keys"])
         self.volumes = [BankVolume(**v) for v in manifest["volumes"]]
         self.calibration: dict = manifest["calibration"]
+        self.version: int = manifest["version"]
         self.index: str | None = manifest.get("index")
         self.layouts: dict[tuple[str, TokenKey], IvfLayout] = {}
         self._stores: dict[tuple[str, str], TokenStore] = {}
@@ -233,7 +236,7 @@ class ReferenceBank:
         """Human-readable lines: size, encoder, settings, date range, one line per volume."""
         dates = sorted(v.study_date for v in self.volumes if v.study_date)
         lines = [
-            f"reference bank {self.root} (format {FORMAT} version {VERSION})",
+            f"reference bank {self.root} (format {FORMAT} version {self.version})",
             f"volumes: {len(self.volumes)}; regions: {', '.join(self.regions)}",
             f"token sets per volume and region: {len(self.keys)}",
             f"study dates: {dates[0]} to {dates[-1]}" if dates else "study dates: none recorded",
@@ -251,11 +254,7 @@ class ReferenceBank:
 
     @classmethod
     def create(
-        cls,
-        root: str | Path,
-        identity: Mapping,
-        volumes: Iterable[NewVolume],
-        calibration: Mapping,
+        cls, root: str | Path, identity: Mapping, volumes: Iterable[NewVolume], calibration: Mapping
     ) -> ReferenceBank:
         """Write a new bank at ``root`` (which must not exist) and open it.
 

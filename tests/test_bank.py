@@ -187,6 +187,20 @@ def test_a_damaged_index_is_refused_and_a_version_1_bank_has_none(volumes, tmp_p
     assert ReferenceBank.open(root).index is None
 
 
+def test_a_version_1_bank_is_read_without_an_index_and_written_as_version_2(volumes, tmp_path):
+    root = tmp_path / "bank"
+    ReferenceBank.create(root, IDENTITY, [_coarse_only(v) for v in volumes[:3]], CALIBRATION)
+    manifest = json.loads((root / "bank.json").read_text())
+    del manifest["index"]
+    (root / "bank.json").write_text(json.dumps(manifest | {"version": 1}))
+    old = ReferenceBank.open(root)
+    assert (old.version, old.index, old.layouts) == (1, None, {})
+    assert "version 1)" in old.describe()[0]
+    added = old.add([_coarse_only(volumes[3])], CALIBRATION)
+    assert added.version == 2 and json.loads((root / "bank.json").read_text())["version"] == 2
+    assert "version 2)" in added.describe()[0]
+
+
 def test_a_new_bank_follows_the_umask(volumes, tmp_path):
     old = os.umask(0o022)
     try:
