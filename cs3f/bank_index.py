@@ -28,8 +28,11 @@ __all__ = ["read_layouts", "write_layouts"]
 INDEX = "index.json"
 
 
-def _stem(region: str, key: TokenKey) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", f"{region}_a{key.axis}_{key.layer}_{key.level}")
+def _stem(number: int, region: str, key: TokenKey) -> str:
+    """The file name stem of the arrays of (region, key), the ``number``-th layout written:
+    letters, digits and ``-`` (the number keeps two keys that read alike apart)."""
+    named = re.sub(r"[^A-Za-z0-9]+", "-", f"{region}_a{key.axis}_{key.layer}_{key.level}")
+    return f"{number:03d}-{named}"
 
 
 def write_layouts(
@@ -59,8 +62,8 @@ def _write(
     target: float,
 ) -> None:
     entries = []
-    for (region, key), layout in sorted(layouts.items()):
-        stem = _stem(region, key)
+    for number, ((region, key), layout) in enumerate(sorted(layouts.items())):
+        stem = _stem(number, region, key)
         np.save(folder / f"{stem}.centroids.npy", np.asarray(layout.centroids, np.float32))
         np.save(folder / f"{stem}.lists.npy", np.asarray(layout.lists, np.int32))
         entries.append(
