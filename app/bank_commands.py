@@ -29,7 +29,8 @@ LOG = logging.getLogger("cs3f.app")
 
 def _arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m app bank", description="build, extend, prune, describe or index a reference bank"
+        prog="python -m app bank",
+        description="build, extend, prune, describe or index a reference bank",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (
@@ -63,7 +64,7 @@ def bank_main(argv: list[str]) -> int:
             print("\n".join(open_bank(args.bank, None, None).describe()))
             return 0
         if args.command == "index":
-            bank = open_bank(args.bank, None, None)
+            bank = open_bank(args.bank, None, None, index=False)  # a damaged index is rebuilt
             if not indexable(bank):
                 return error("the bank holds fine tokens (variant MS or F): searched pairwise")
             start_logging(None)

@@ -140,14 +140,17 @@ def settings_and_encoder(args: argparse.Namespace, **cli) -> tuple[AppSettings, 
     return settings, encoder
 
 
-def open_bank(path: Path, settings: AppSettings | None, encoder: SliceEncoder | None):
-    """The bank at ``path``, checked against this run's identity when settings are given.
+def open_bank(
+    path: Path, settings: AppSettings | None, encoder: SliceEncoder | None, *, index: bool = True
+) -> ReferenceBank:
+    """The bank at ``path``, checked against this run's identity when settings are given, its
+    stored index read unless ``index`` is false (:meth:`ReferenceBank.open`).
 
     Raises:
         SystemExit(2): the bank cannot be used (the reason on stderr).
     """
     try:
-        bank = ReferenceBank.open(path)
+        bank = ReferenceBank.open(path, index=index)
         if settings is not None:
             bank.check(settings.identity(encoder))
     except BankError as exc:

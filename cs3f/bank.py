@@ -20,8 +20,8 @@ threshold and patient scores), and ``index``, the generation of the index folder
 
 The index (:class:`~cs3f.method.token_index.IvfLayout` per region and key, see
 :meth:`ReferenceBank.with_index`) is derived from the volumes: ``add`` and ``remove`` drop it
-and the caller writes a new one. Version 1 banks (no index) are read as banks without one; any
-write makes them version 2.
+and the caller writes a new one; a damaged one is refused, or left unread to be rebuilt.
+Version 1 banks (no index) are read as banks without one; any write makes them version 2.
 
 Writes never leave a bank half-written: :meth:`ReferenceBank.create` writes into a temporary
 folder beside BANK and renames it; :meth:`~ReferenceBank.add` and
@@ -47,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cs3f.bank_index import read_layouts, write_layouts
+from cs3f.bank_index import Layouts, read_layouts, write_layouts
 from cs3f.method.store import StoreError, TokenStore
 from cs3f.method.token_index import IvfLayout
 from cs3f.method.tokens import TokenKey, TokenSet
@@ -143,12 +143,14 @@ class ReferenceBank:
     # ----- reading
 
     @classmethod
-    def open(cls, root: str | Path) -> ReferenceBank:
-        """The bank at ``root``, every volume's files checked to be there and whole.
+    def open(cls, root: str | Path, *, index: bool = True) -> ReferenceBank:
+        """The bank at ``root``, every volume's files checked to be there and whole, and its
+        index too unless ``index`` is false (the index left unread: to rebuild it).
 
         Raises:
-            BankError: no bank there, an unreadable or foreign manifest, another version, or a
-                volume whose files are missing, cut short or lack a token set (named).
+            BankError: no bank there, an unreadable or foreign manifest, another version, a
+                volume whose files are missing, cut short or lack a token set (named), or a
+                damaged index.
         """
         root = Path(root)
         try:
@@ -169,21 +171,18 @@ class ReferenceBank:
         for volume in bank.volumes:
             for region in bank.regions:
                 bank._check_volume(volume.id, region)
-        if bank.index is not None:
-            bank._read_index()
+        if bank.index is not None and index:
+            try:
+                folder = root / "index" / bank.index
+                bank.layouts = read_layouts(folder, bank.volume_ids, bank.token_sets)
+            except (OSError, ValueError) as exc:
+                message = f"the index of {root} is damaged ({exc}); `bank index` rebuilds it"
+                raise BankError(message) from exc
         return bank
-
-    def _read_index(self) -> None:
-        def count(region: str, key: TokenKey) -> int:
-            return sum(len(t.features) for t in self.token_sets(region, key))
-
-        try:
-            self.layouts = read_layouts(self.root / "index" / self.index, self.volume_ids, count)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise BankError(f"the index of {self.root} is damaged: {exc}") from exc
 
     @property
     def volume_ids(self) -> list[str]:
+        """The volumes' pseudonymous ids, in :attr:`volumes` order."""
         return [v.id for v in self.volumes]
 
     def _check_volume(self, volume_id: str, region: str) -> None:
@@ -226,11 +225,9 @@ class ReferenceBank:
         Raises:
             BankMismatch: naming every differing field with both values.
         """
-        differences = _differences(_as_json(self.identity), _as_json(dict(identity)))
-        if differences:
-            raise BankMismatch(
-                f"this run differs from the bank {self.root}: " + "; ".join(differences)
-            )
+        if differences := _differences(_as_json(self.identity), _as_json(dict(identity))):
+            named = "; ".join(differences)
+            raise BankMismatch(f"this run differs from the bank {self.root}: {named}")
 
     def describe(self) -> list[str]:
         """Human-readable lines: size, encoder, settings, date range, one line per volume."""
@@ -296,21 +293,25 @@ class ReferenceBank:
         self._drop_index()
         return ReferenceBank.open(self.root)
 
-    def with_index(
-        self, layouts: Mapping[tuple[str, TokenKey], IvfLayout], target: float
-    ) -> ReferenceBank:
+    def with_index(self, layouts: Layouts, target: float) -> ReferenceBank:
         """Store the approximate index of the bank's volumes as they are (one layout per region
-        and key, trained for recall ``target``) in place of any earlier one; the reopened bank."""
+        and key, trained for recall ``target``) in place of any earlier one; the reopened bank.
+
+        Raises:
+            BankError: a layout does not fit the bank's tokens (the bank is left as it was).
+        """
         generation = f"{int(self.index or 0) + 1:04d}"
-        write_layouts(self.root / "index" / generation, layouts, self.volume_ids, target)
-        manifest = self._manifest(self.calibration) | {"index": generation}
-        _write_manifest(self.root, manifest)
+        try:
+            folder = self.root / "index" / generation
+            write_layouts(folder, layouts, self.volume_ids, target, self.token_sets)
+        except ValueError as exc:
+            raise BankError(f"that index does not fit the bank {self.root}: {exc}") from exc
+        _write_manifest(self.root, self._manifest(self.calibration) | {"index": generation})
         self._drop_index()
         return ReferenceBank.open(self.root)
 
     def _drop_index(self) -> None:
-        """Delete the index folder this object was opened with (the manifest no longer names
-        it)."""
+        """Delete the index folder this object was opened with (no longer the manifest's)."""
         if self.index is not None:
             shutil.rmtree(self.root / "index" / self.index, ignore_errors=True)
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from cs3f.method.token_index import IvfLayout
-from cs3f.method.tokens import TokenKey
+from cs3f.method.tokens import TokenKey, TokenSet
 
-__all__ = ["read_layouts", "write_layouts"]
+__all__ = ["Layouts", "read_layouts", "write_layouts"]
 
 INDEX = "index.json"
 
@@ -35,32 +35,40 @@ def _stem(number: int, region: str, key: TokenKey) -> str:
     return f"{number:03d}-{named}"
 
 
+Layouts = Mapping[tuple[str, TokenKey], IvfLayout]
+"""One :class:`IvfLayout` per (region, token key)."""
+TokenSets = Callable[[str, TokenKey], list[TokenSet]]
+"""``token_sets(region, key)``: the bank's token sets, one per volume, in bank order."""
+
+
 def write_layouts(
     folder: Path,
-    layouts: Mapping[tuple[str, TokenKey], IvfLayout],
+    layouts: Layouts,
     volume_ids: list[str],
     target: float,
+    token_sets: TokenSets,
 ) -> None:
     """Write ``layouts`` of the bank volumes ``volume_ids`` (in order) as ``folder``, whole or
-    not at all: into a staging folder beside it, then renamed (an unreferenced ``folder`` that a
-    crash left there is replaced)."""
+    not at all: into a staging folder beside it, read back there as :func:`read_layouts` checks
+    them, then renamed (an unreferenced ``folder`` that a crash left there is replaced).
+
+    Raises:
+        ValueError: a layout does not fit the tokens (nothing is left behind).
+    """
     shutil.rmtree(folder, ignore_errors=True)
     staging = folder.with_name(f".{folder.name}.{secrets.token_hex(4)}")
     staging.mkdir(parents=True)
     try:
         _write(staging, layouts, volume_ids, target)
+        read_layouts(staging, volume_ids, token_sets)
         os.rename(staging, folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
 
 
-def _write(
-    folder: Path,
-    layouts: Mapping[tuple[str, TokenKey], IvfLayout],
-    volume_ids: list[str],
-    target: float,
-) -> None:
+def _write(folder: Path, layouts: Layouts, volume_ids: list[str], target: float) -> None:
+    """The files of :func:`write_layouts` into ``folder``."""
     entries = []
     for number, ((region, key), layout) in enumerate(sorted(layouts.items())):
         stem = _stem(number, region, key)
@@ -83,28 +91,38 @@ def _write(
 
 
 def read_layouts(
-    folder: Path, volume_ids: list[str], count: Callable[[str, TokenKey], int]
+    folder: Path, volume_ids: list[str], token_sets: TokenSets
 ) -> dict[tuple[str, TokenKey], IvfLayout]:
-    """The layouts in ``folder`` (arrays memmapped), checked to cover the volumes
-    ``volume_ids`` whose tokens of a (region, key) number ``count(region, key)``.
+    """The layouts in ``folder`` (arrays memmapped), checked to cover the bank volumes
+    ``volume_ids`` (in order) and their tokens, ``token_sets(region, key)``.
 
     Raises:
-        OSError, ValueError, KeyError, TypeError: a file is missing, cut short or mangled, or
-            the index covers other volumes or tokens.
+        OSError: a file is missing or unreadable.
+        ValueError: a file is cut short or mangled, or the index covers other volumes or tokens.
     """
     written = json.loads((folder / INDEX).read_text("utf-8"))
-    if written["volumes"] != volume_ids:
-        raise ValueError("it covers other volumes than the bank's")
-    layouts = {}
-    for entry in written["sets"]:
-        region, key = entry["region"], TokenKey(*entry["key"])
-        stem = folder / entry["stem"]
-        centroids = np.load(stem.with_suffix(".centroids.npy"), mmap_mode="r")
-        lists = np.load(stem.with_suffix(".lists.npy"), mmap_mode="r")
-        tokens = count(region, key)
-        if len(lists) != tokens or centroids.ndim != 2 or lists.max(initial=0) >= len(centroids):
-            raise ValueError(f"{stem.name} does not cover the bank's {tokens} tokens")
-        layouts[(region, key)] = IvfLayout(
-            centroids, lists, entry["nprobe"], entry["recall"], entry["score_error"], entry["k"]
-        )
-    return layouts
+    try:
+        if written["volumes"] != volume_ids:
+            raise ValueError("it covers other volumes than the bank's")
+        return dict(_layout(folder, entry, token_sets) for entry in written["sets"])
+    except (KeyError, TypeError, IndexError) as exc:
+        raise ValueError(f"{INDEX} lacks or mangles {exc}") from exc
+
+
+def _layout(
+    folder: Path, entry: dict, token_sets: TokenSets
+) -> tuple[tuple[str, TokenKey], IvfLayout]:
+    """One ``sets`` entry of ``index.json`` and its arrays, checked against the tokens."""
+    region, key = entry["region"], TokenKey(*entry["key"])
+    stem = folder / entry["stem"]
+    centroids = np.load(stem.with_suffix(".centroids.npy"), mmap_mode="r")
+    lists = np.load(stem.with_suffix(".lists.npy"), mmap_mode="r")
+    sets = token_sets(region, key)
+    n_tokens, d = sum(len(t.features) for t in sets), sets[0].features.shape[1]
+    fits = centroids.ndim == 2 and centroids.shape[1] == d and lists.shape == (n_tokens,)
+    if not fits or lists.min(initial=0) < 0 or lists.max(initial=0) >= len(centroids):
+        raise ValueError(f"{stem.name} does not cover the bank's {n_tokens} tokens of d = {d}")
+    layout = IvfLayout(
+        centroids, lists, entry["nprobe"], entry["recall"], entry["score_error"], entry["k"]
+    )
+    return (region, key), layout

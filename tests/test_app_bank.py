@@ -125,6 +125,13 @@ def test_a_variant_c_bank_keeps_an_index_and_an_empty_folder_is_a_clear_error(
     assert all(0.98 <= layout["recall"] <= 1 for layout in reference["layouts"])
     assert main(["bank", "index", "--bank", str(bank)]) == 0  # trained again, same settings
     assert "index: 0002" in _describe(bank, capsys)
+    lists = min(bank.glob("index/0002/*.lists.npy"))
+    lists.write_bytes(lists.read_bytes()[:-40])  # cut short
+    for argv in (["bank", "describe"], ["-i", str(studies / "new"), "-o", str(out), *ivf]):
+        assert main([*argv, "--bank", str(bank)]) == 2
+        assert "index of" in capsys.readouterr().err  # damaged, and `bank index` rebuilds it
+    assert main(["bank", "index", "--bank", str(bank)]) == 0
+    assert "index: 0003" in _describe(bank, capsys)
 
     empty.mkdir()
     assert main(["-i", str(empty), "-o", str(out), "--bank", str(bank), "--overwrite", *c]) == 1

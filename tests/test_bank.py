@@ -1,7 +1,9 @@
 """The reference bank on disk: round trip (create, add, remove, reopen), scores against it as in
 a batch, a run with other settings refused by name, and damaged or misused banks refused with
-a reason, never left half-written."""
+a reason, never left half-written; the bank's index stored, dropped, refused when damaged and
+rebuilt."""
 
+import dataclasses
 import json
 import os
 
@@ -171,20 +173,50 @@ def test_the_index_round_trip_and_add_and_remove_drop_it(volumes, tmp_path):
     assert removed.index is None and ReferenceBank.open(root).index is None
 
 
-def test_a_damaged_index_is_refused_and_a_version_1_bank_has_none(volumes, tmp_path):
-    root = tmp_path / "bank"
-    bank = ReferenceBank.create(root, IDENTITY, [_coarse_only(v) for v in volumes[:3]], CALIBRATION)
+def _indexed(root, volumes):
+    """A bank of ``volumes`` (coarse tokens) with an index of its first key."""
+    bank = ReferenceBank.create(root, IDENTITY, [_coarse_only(v) for v in volumes], CALIBRATION)
     key = bank.keys[0]
     layout = train_ivf([t.features for t in bank.token_sets("brain", key)], 1)
-    bank.with_index({("brain", key): layout}, 0.98)
-    lists = min((root / "index" / "0001").glob("*.lists.npy"))
-    lists.write_bytes(lists.read_bytes()[:-40])
+    return bank.with_index({("brain", key): layout}, 0.98), layout
+
+
+def test_a_damaged_index_is_refused_and_can_be_rebuilt(volumes, tmp_path):
+    root = tmp_path / "bank"
+    bank, layout = _indexed(root, volumes[:3])
+    folder = root / "index" / "0001"
+    lists = min(folder.glob("*.lists.npy"))
+    whole = lists.read_bytes()
+    lists.write_bytes(whole[:-40])  # cut short
+    with pytest.raises(BankError, match="the index of .* is damaged .*`bank index` rebuilds it"):
+        ReferenceBank.open(root)
+    lists.unlink()  # missing
     with pytest.raises(BankError, match="the index of .* is damaged"):
         ReferenceBank.open(root)
-    manifest = json.loads((root / "bank.json").read_text())
-    del manifest["index"]
-    (root / "bank.json").write_text(json.dumps(manifest | {"version": 1}))
-    assert ReferenceBank.open(root).index is None
+    lists.write_bytes(whole)
+    index = json.loads((folder / "index.json").read_text())
+    (folder / "index.json").write_text(json.dumps(index | {"volumes": ["v00", "v01"]}))
+    with pytest.raises(BankError, match="covers other volumes than the bank's"):
+        ReferenceBank.open(root)
+    unread = ReferenceBank.open(root, index=False)  # what `bank index` opens, to rebuild
+    assert unread.index == "0001" and unread.layouts == {}
+    rebuilt = unread.with_index({("brain", bank.keys[0]): layout}, 0.98)
+    assert rebuilt.index == "0002" and os.listdir(root / "index") == ["0002"]
+    assert set(ReferenceBank.open(root).layouts) == {("brain", bank.keys[0])}
+
+
+def test_an_index_that_does_not_fit_is_never_stored(volumes, tmp_path):
+    root = tmp_path / "bank"
+    bank, layout = _indexed(root, volumes[:3])
+    manifest = (root / "bank.json").read_bytes()
+    short = dataclasses.replace(layout, lists=layout.lists[:-1])
+    wide = dataclasses.replace(layout, centroids=np.zeros((layout.nlist, 3), np.float32))
+    for bad in (short, wide):
+        with pytest.raises(BankError, match="does not fit the bank .* does not cover"):
+            bank.with_index({("brain", bank.keys[0]): bad}, 0.98)
+        assert (root / "bank.json").read_bytes() == manifest  # the bank as it was
+        assert os.listdir(root / "index") == ["0001"]  # no staging folder, no 0002
+    assert ReferenceBank.open(root).index == "0001"
 
 
 def test_a_version_1_bank_is_read_without_an_index_and_written_as_version_2(volumes, tmp_path):
@@ -209,3 +241,4 @@ def test_a_new_bank_follows_the_umask(volumes, tmp_path):
         os.umask(old)
     assert oct((tmp_path / "bank").stat().st_mode & 0o777) == oct(0o755)
     assert oct((bank.root / "bank.json").stat().st_mode & 0o777) == oct(0o644)
+
