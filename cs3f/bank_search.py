@@ -20,6 +20,9 @@ index a bank keeps for that search.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+
+import numpy as np
 
 from cs3f.bank import ReferenceBank
 from cs3f.method.batch_scorer import ScoringSettings
@@ -94,7 +97,7 @@ def token_index(
     return VolumeTokenIndex.ivf(features, layout)
 
 
-def _train(features: list, k: int) -> IvfLayout:
+def _train(features: Sequence[np.ndarray], k: int) -> IvfLayout:
     """A layout for K = k (at most B - 1: the held-out queries leave their own volume out)."""
     return train_ivf(features, min(k, len(features) - 1), target=RECALL_TARGET)
 

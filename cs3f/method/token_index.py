@@ -39,7 +39,6 @@ import numpy as np
 from cs3f.method.pairs import NearestTokens
 
 __all__ = [
-    "INDEX_KINDS",
     "IvfLayout",
     "VolumeTokenIndex",
     "exact_neighbours",
@@ -47,7 +46,6 @@ __all__ = [
     "train_ivf",
 ]
 
-INDEX_KINDS = ("flat", "ivf")
 TRAIN_POINTS_PER_CELL = 64  # k-means sample size per cell (FAISS warns below 39)
 
 
@@ -75,9 +73,11 @@ class IvfLayout:
 
     @property
     def nlist(self) -> int:
+        """The number of cells."""
         return len(self.centroids)
 
     def describe(self) -> str:
+        """One line: cells, cells searched, held-out recall and score error at K."""
         return (
             f"ivf, {self.nlist} cells, {self.nprobe} searched, held-out recall "
             f"{self.recall:.4f} at K = {self.k} (score error {self.score_error:.2g})"
@@ -186,6 +186,7 @@ class VolumeTokenIndex:
 
 
 def _dimension(token_sets: Sequence[np.ndarray]) -> int:
+    """d, the one token dimension of B >= 1 arrays (N_j, d)."""
     if not token_sets:
         raise ValueError("an index needs at least one reference volume")
     dims = {t.shape[1] for t in token_sets}
@@ -262,7 +263,6 @@ def train_ivf(
     seed: int = 0,
     held_out: int = 8,
     queries_per_volume: int = 128,
-    search: NearestTokens | None = None,
 ) -> IvfLayout:
     """Train the cells of B volumes' tokens and choose nprobe for a recall target.
 
@@ -277,7 +277,10 @@ def train_ivf(
         k: the K that new studies will be scored with, 1 <= k <= B - 1.
         target: recall (0-1] to reach; all cells (exact) when no fewer reach it.
         nlist, seed, held_out, queries_per_volume: as above.
-        search: the kernel of the exact reference search (default: the best device).
+    Returns:
+        The layout: cells, every token's cell, the chosen nprobe and its held-out recall and
+        score error (:func:`recall_of`), measured at ``k``; seeded, so the same for the same
+        arguments on the same machine.
     """
     n_volumes = len(token_sets)
     if n_volumes < 2 or not 1 <= k < n_volumes:
@@ -303,7 +306,7 @@ def train_ivf(
     queries = [_rows(token_sets[v], queries_per_volume, rng) for v in owners]
     exclude = np.repeat(owners, [len(q) for q in queries])
     queries = np.concatenate(queries)
-    exact = exact_neighbours(queries, token_sets, k, exclude, search)
+    exact = exact_neighbours(queries, token_sets, k, exclude)
     nprobe = 1
     while True:
         index.nprobe = nprobe
@@ -313,7 +316,9 @@ def train_ivf(
         nprobe = min(2 * nprobe, cells)
 
 
-def _rows(tokens: np.ndarray, count: int | None = None, rng=None) -> np.ndarray:
+def _rows(
+    tokens: np.ndarray, count: int | None = None, rng: np.random.Generator | None = None
+) -> np.ndarray:
     """float32 rows of ``tokens``: all, or ``count`` drawn without replacement (sorted)."""
     if count is None or count >= len(tokens):
         return np.ascontiguousarray(tokens, dtype=np.float32)
@@ -326,12 +331,11 @@ def exact_neighbours(
     token_sets: Sequence[np.ndarray],
     k: int,
     exclude: np.ndarray | None = None,
-    search: NearestTokens | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:meth:`VolumeTokenIndex.neighbours`, exactly, without an index: one pairwise block per
-    volume (:meth:`~cs3f.method.pairs.NearestTokens.pair_minima`), as the pairwise scorer
-    computes them. Memory: (n, B) float32."""
-    search = search or NearestTokens()
+    volume (:meth:`~cs3f.method.pairs.NearestTokens.pair_minima`, on the best device), as the
+    pairwise scorer computes them. Memory: (n, B) float32."""
+    search = NearestTokens()
     nearest = np.stack([search.pair_minima(queries, t)[0] for t in token_sets], axis=1)
     if exclude is not None:
         nearest[np.arange(len(queries)), exclude] = np.inf
