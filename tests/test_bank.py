@@ -1,21 +1,24 @@
 """The reference bank on disk: round trip (create, add, remove, reopen), scores against it as in
 a batch, a run with other settings refused by name, and damaged or misused banks refused with
 a reason, never left half-written; the bank's index stored, dropped, refused when damaged and
-rebuilt."""
+rebuilt, and the search ``auto`` picks."""
 
 import dataclasses
 import json
 import os
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from conftest import DISTANCE_ATOL
 
 from cs3f.bank import BankError, BankMismatch, NewVolume, ReferenceBank
+from cs3f.bank_search import AUTO_IVF_VOLUMES, RECALL_TARGET, bank_search
 from cs3f.encoders import load_encoder
+from cs3f.method.batch_scorer import ScoringSettings
 from cs3f.method.scoring import mutual_scores
-from cs3f.method.token_index import VolumeTokenIndex, train_ivf
-from cs3f.method.tokens import Tokenizer, TokenSettings
+from cs3f.method.token_index import IvfLayout, VolumeTokenIndex, train_ivf
+from cs3f.method.tokens import Tokenizer, TokenKey, TokenSettings
 
 IDENTITY = {"encoder": "pixels-p14", "weights_sha256": None, "tokens": {"dim": 16, "q": [14, 2]}}
 CALIBRATION = {"voxel_threshold": 0.5, "reference_scores": [0.1, 0.2], "flag_mad": 3.0}
@@ -242,3 +245,24 @@ def test_a_new_bank_follows_the_umask(volumes, tmp_path):
     assert oct((tmp_path / "bank").stat().st_mode & 0o777) == oct(0o755)
     assert oct((bank.root / "bank.json").stat().st_mode & 0o777) == oct(0o644)
 
+
+def test_auto_searches_the_stored_index_of_a_large_variant_c_bank_only():
+    key = TokenKey(0, "hist", "coarse")
+    layout = IvfLayout(np.zeros((2, 4), np.float32), np.zeros(4, np.int32), 1, 0.99, 0.0, 50)
+
+    def bank(size=AUTO_IVF_VOLUMES, layouts=None, keys=(key,)):
+        layouts = {("brain", key): layout} if layouts is None else layouts
+        return SimpleNamespace(
+            volumes=[None] * size, layouts=layouts, regions=("brain",), keys=list(keys)
+        )
+
+    c = ScoringSettings(variant="C")
+    assert bank_search(bank(), c) == "ivf"
+    assert bank_search(bank(AUTO_IVF_VOLUMES - 1), c) == "pairwise"  # exact is fast enough
+    assert bank_search(bank(layouts={}), c) == "pairwise"  # no stored index (version 1, say)
+    low = dataclasses.replace(layout, recall=RECALL_TARGET - 0.01)
+    assert bank_search(bank(layouts={("brain", key): low}), c) == "pairwise"
+    assert bank_search(bank(keys=(key, key._replace(axis=1))), c) == "pairwise"  # one axis lacks it
+    assert bank_search(bank(), ScoringSettings(variant="MS")) == "pairwise"
+    assert bank_search(bank(), dataclasses.replace(c, bank_index="flat")) == "flat"
+    assert bank_search(bank(layouts={}), dataclasses.replace(c, bank_index="ivf")) == "ivf"

@@ -95,6 +95,21 @@ def test_ivf_searches_more_cells_where_the_searched_ones_hold_too_few_volumes():
     np.testing.assert_allclose(distances, _brute(query, bank, 4)[0], atol=1e-5)
 
 
+def test_training_and_search_are_seeded_and_repeatable():
+    bank = _sets(np.random.default_rng(5), 10, 100)
+    first, again = train_ivf(bank, 2, seed=3), train_ivf(bank, 2, seed=3)
+    np.testing.assert_array_equal(first.centroids, again.centroids)
+    np.testing.assert_array_equal(first.lists, again.lists)
+    assert (first.nprobe, first.recall, first.score_error) == (
+        again.nprobe, again.recall, again.score_error
+    )  # fmt: skip
+    assert not np.array_equal(train_ivf(bank, 2, seed=4).centroids, first.centroids)
+    query = _sets(np.random.default_rng(6), 1, 100)[0]
+    found = [VolumeTokenIndex.ivf(bank, layout).neighbours(query, 2) for layout in (first, again)]
+    for part in (0, 1):
+        np.testing.assert_array_equal(found[0][part], found[1][part])
+
+
 def test_recall_counts_volumes_found_at_their_exact_distance():
     exact = (np.array([[1.0, 2.0]]), np.array([[0, 1]]))
     found = (np.array([[1.0, 2.5]]), np.array([[0, 2]]))  # volume 1 missed, 2 in its place
