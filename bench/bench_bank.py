@@ -3,6 +3,7 @@ and recall (``scale``), and the voxel AUROC each gives (``auroc``); one JSON eac
 
     python bench/bench_bank.py scale --volumes 50 200 1000
     python bench/bench_bank.py auroc --volumes 24 1000
+    python bench/bench_bank.py scale --volumes 4       # a check that it runs: about a minute
 
 The banks are real banks (:mod:`cs3f.bank`, written by the library as ``bank build`` writes
 them) of atlas-space cohort subjects: :func:`cs3f_tools.cohort.make_subject` with
@@ -262,8 +263,11 @@ def auroc(sizes: list[int], searches: list[str], normal: int, abnormal: int) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("mode", choices=("scale", "auroc", "one"))
+    summary = " ".join(__doc__.split("\n\n")[0].split())  # the first sentence, whole
+    parser = argparse.ArgumentParser(description=summary)
+    parser.add_argument(
+        "mode", choices=("scale", "auroc", "one"), help="one: a child of scale (one size, search)"
+    )
     parser.add_argument("--volumes", type=int, nargs="+", default=[50, 200, 1000])
     parser.add_argument("--searches", nargs="+", choices=SEARCHES, default=list(SEARCHES))
     parser.add_argument("--new", type=int, default=8, help="auroc: abnormal new studies")
