@@ -218,7 +218,8 @@ class _Cells:
     @property
     def nbytes(self) -> int:
         """Bytes held: the cells as queries and as references, and their norms."""
-        return sum(t.element_size() * t.nelement() for t in (self.tokens, self.tokens_t, self.norms))
+        held = (self.tokens, self.tokens_t, self.norms)
+        return sum(t.element_size() * t.nelement() for t in held)
 
     def routed_minima(self, ref: _Cells, routes: np.ndarray) -> np.ndarray:
         """(n_fine,) float32 nearest squared distance of each fine token among its routes.
