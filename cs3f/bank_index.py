@@ -26,6 +26,10 @@ from cs3f.method.tokens import TokenKey, TokenSet
 __all__ = ["Layouts", "read_layouts", "write_layouts"]
 
 INDEX = "index.json"
+Layouts = Mapping[tuple[str, TokenKey], IvfLayout]
+"""One :class:`IvfLayout` per (region, token key)."""
+TokenSets = Callable[[str, TokenKey], list[TokenSet]]
+"""``token_sets(region, key)``: the bank's token sets, one per volume, in bank order."""
 
 
 def _stem(number: int, region: str, key: TokenKey) -> str:
@@ -33,12 +37,6 @@ def _stem(number: int, region: str, key: TokenKey) -> str:
     letters, digits and ``-`` (the number keeps two keys that read alike apart)."""
     named = re.sub(r"[^A-Za-z0-9]+", "-", f"{region}_a{key.axis}_{key.layer}_{key.level}")
     return f"{number:03d}-{named}"
-
-
-Layouts = Mapping[tuple[str, TokenKey], IvfLayout]
-"""One :class:`IvfLayout` per (region, token key)."""
-TokenSets = Callable[[str, TokenKey], list[TokenSet]]
-"""``token_sets(region, key)``: the bank's token sets, one per volume, in bank order."""
 
 
 def write_layouts(
