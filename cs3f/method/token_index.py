@@ -85,12 +85,17 @@ class IvfLayout:
 
 
 class VolumeTokenIndex:
-    """The tokens of B reference volumes in one index; build it with :meth:`flat` or :meth:`ivf`.
+    """The tokens of B reference volumes in one index; build it with :meth:`flat` or :meth:`ivf`
+    (the constructor takes an empty FAISS ``index``, the B arrays (N_j, d) and, for IVF, the
+    (N,) cell of every token, and adds the tokens one volume at a time).
 
     Attributes:
+        index: the FAISS index, N = sum N_j tokens in volume order.
         kind: ``"flat"`` or ``"ivf"``.
         n_volumes: B.
-        nprobe: cells searched per query (IVF; the number of cells would make it exact).
+        volume_of: (N,) int64, each indexed token's volume (0 to B - 1).
+        nlist: cells (1 for flat).
+        nprobe: cells searched per query (IVF; ``nlist`` would make it exact).
     """
 
     def __init__(
