@@ -5,6 +5,7 @@
     python -m app bank add -i DIR --bank BANK [settings flags]     # more studies into a bank
     python -m app bank remove --bank BANK --volume ID              # a study later found abnormal
     python -m app bank describe --bank BANK
+    python -m app bank index --bank BANK                           # (re)train its IVF index
 
 The successor of ``monai-deploy exec`` (removed in SDK 0.6). HOLOSCAN_INPUT_PATH,
 HOLOSCAN_OUTPUT_PATH and HOLOSCAN_MODEL_PATH give the folders when the flags are absent.
@@ -59,6 +60,7 @@ from app.run import (
     start_logging,
 )
 from cs3f import __version__
+from cs3f.bank_search import bank_search
 from cs3f.io.nifti_io import InputError, input_format
 from cs3f.io.run_folder import OutputFolderError, prepare_output
 from cs3f.redaction import IDENTIFIERS
@@ -132,13 +134,17 @@ def main(argv: list[str] | None = None) -> int:
         return error(str(exc))
     IDENTIFIERS.clear()
     start_logging(args.output)
+    against = ""
+    if bank:
+        search = bank_search(bank, settings.scoring)
+        against = f", against a bank of {len(bank.volumes)} volumes ({search} search)"
     LOG.info(
         "cs3f %s, encoder %s, task %s, %s input%s",
         __version__,
         encoder.name,
         settings.task,
         kind,
-        f", against a bank of {len(bank.volumes)} volumes" if bank else "",
+        against,
     )
     application = run_app(
         args.input,

@@ -1,4 +1,4 @@
-"""``python -m app bank build|add|remove|describe``: a reference bank's commands (see
+"""``python -m app bank build|add|remove|describe|index``: a reference bank's commands (see
 :mod:`cs3f.bank`); exit codes as for the main run."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from app.run import (
     start_logging,
 )
 from cs3f.bank import BankError
+from cs3f.bank_search import index_bank, indexable
 from cs3f.io.nifti_io import InputError, input_format
 from cs3f.redaction import IDENTIFIERS
 from cs3f.screening import ScreeningError, bank_calibration
@@ -28,7 +29,8 @@ LOG = logging.getLogger("cs3f.app")
 
 def _arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m app bank", description="build, extend, prune or describe a reference bank"
+        prog="python -m app bank",
+        description="build, extend, prune, describe or index a reference bank",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (
@@ -44,6 +46,10 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
     remove.add_argument("--volume", required=True, help="its pseudonymous id (bank describe)")
     describe = commands.add_parser("describe", help="size, encoder, settings, dates, volumes")
     describe.add_argument("--bank", type=Path, required=True)
+    index = commands.add_parser(
+        "index", help="(re)train the approximate index of a variant C bank (version 1 has none)"
+    )
+    index.add_argument("--bank", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.command in ("build", "add") and args.input is None:
         parser.error("give -i (or HOLOSCAN_INPUT_PATH)")
@@ -51,18 +57,25 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
 
 
 def bank_main(argv: list[str]) -> int:
-    """``python -m app bank build|add|remove|describe``; exit codes as for the main run."""
+    """``python -m app bank build|add|remove|describe|index``; exit codes as for the main run."""
     args = _arguments(argv)
     try:
         if args.command == "describe":
             print("\n".join(open_bank(args.bank, None, None).describe()))
+            return 0
+        if args.command == "index":
+            bank = open_bank(args.bank, None, None, index=False)  # a damaged index is rebuilt
+            if not indexable(bank):
+                return error("the bank holds fine tokens (variant MS or F): searched pairwise")
+            start_logging(None)
+            LOG.info("bank %s: index %s", args.bank, index_bank(bank).index)
             return 0
         if args.command == "remove":
             bank = open_bank(args.bank, None, None)
             start_logging(None)
             try:
                 keep = bank.remaining(args.volume)
-                bank.remove(args.volume, bank_calibration(bank, keep).as_dict())
+                index_bank(bank.remove(args.volume, bank_calibration(bank, keep).as_dict()))
             except (BankError, ScreeningError) as exc:
                 return error(str(exc))
             LOG.info("removed %s; the bank keeps %d volumes", args.volume, len(keep))

@@ -15,6 +15,7 @@ from pathlib import Path
 from app.settings import TASKS, AppSettings, SettingsError, load_settings, with_lung_weights
 from cs3f import __version__
 from cs3f.bank import BankError, ReferenceBank
+from cs3f.bank_search import search_record
 from cs3f.encoders import ENCODERS, EncoderError, SliceEncoder, load_encoder
 from cs3f.io.run_folder import make_work, watch_work
 from cs3f.preprocess.lung_model import LungModelError, load_lung_model
@@ -139,14 +140,17 @@ def settings_and_encoder(args: argparse.Namespace, **cli) -> tuple[AppSettings, 
     return settings, encoder
 
 
-def open_bank(path: Path, settings: AppSettings | None, encoder: SliceEncoder | None):
-    """The bank at ``path``, checked against this run's identity when settings are given.
+def open_bank(
+    path: Path, settings: AppSettings | None, encoder: SliceEncoder | None, *, index: bool = True
+) -> ReferenceBank:
+    """The bank at ``path``, checked against this run's identity when settings are given, its
+    stored index read unless ``index`` is false (:meth:`ReferenceBank.open`).
 
     Raises:
         SystemExit(2): the bank cannot be used (the reason on stderr).
     """
     try:
-        bank = ReferenceBank.open(path)
+        bank = ReferenceBank.open(path, index=index)
         if settings is not None:
             bank.check(settings.identity(encoder))
     except BankError as exc:
@@ -181,5 +185,7 @@ def run_info(settings: AppSettings, encoder: SliceEncoder, bank: ReferenceBank |
         "settings": settings.as_dict(),
     }
     if bank is not None:
-        run["reference"] = {"bank": str(bank.root), "volumes": len(bank.volumes)}
+        run["reference"] = {"bank": str(bank.root), "volumes": len(bank.volumes)} | search_record(
+            bank, settings.scoring
+        )
     return run

@@ -108,13 +108,15 @@ class AppSettings:
 
     def identity(self, encoder: SliceEncoder) -> dict:
         """What a reference bank must share with a run (:func:`cs3f.screening.screening_identity`):
-        the task and the preprocessing settings too, but not the worker count, and the lung
-        model by its weights' SHA-256 rather than by where it lies."""
+        the task and the preprocessing settings too, but not the worker count, and the files
+        it names (the lung model's weights, the Nyul landmarks) by their SHA-256 rather than by
+        where they lie ("" stays "": the classical lung mask, the landmarks shipped with cs3f)."""
         preprocess = dataclasses.asdict(self.preprocess)
         del preprocess["workers"]
-        if preprocess["lung_model"]:
-            digest = hashlib.sha256(Path(preprocess["lung_model"]).read_bytes()).hexdigest()
-            preprocess["lung_model"] = f"sha256:{digest}"
+        for name in ("lung_model", "landmarks"):
+            if preprocess[name]:
+                digest = hashlib.sha256(Path(preprocess[name]).read_bytes()).hexdigest()
+                preprocess[name] = f"sha256:{digest}"
         return screening_identity(
             encoder, self.tokens, self.scoring, self.screening, preprocess | {"task": self.task}
         )

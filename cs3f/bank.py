@@ -1,12 +1,14 @@
 """A reference bank: the tokens of a site's past studies on disk, to screen new studies against.
 
-Layout (format ``cs3f-reference-bank``, version 1):
+Layout (format ``cs3f-reference-bank``, version 2):
 
     BANK/bank.json               the manifest (below)
     BANK/volumes/<id>/<region>/  one folder per volume and region, written once, never changed:
         index.json, *.npy        its token sets (a :class:`~cs3f.method.store.TokenStore`,
                                  features in float16)
         mask.npz                 its standard-space foreground, as packed bits and a shape
+    BANK/index/<generation>/     optional, written once: the approximate index, per region and
+                                 token key its cells and search settings (:mod:`cs3f.bank_index`)
 
 The manifest holds what scoring against the bank needs and nothing that names a patient:
 ``identity`` (the encoder's name and weights SHA-256 and every token, scoring and preprocessing
@@ -14,13 +16,20 @@ setting, as the caller describes them; a run whose identity differs is refused b
 see :meth:`ReferenceBank.check`), the ``regions`` and token keys every volume has, one entry
 per volume (a pseudonymous ``id``, the study date, when it was added) and ``calibration``, the
 bank's own leave-one-out statistics as the caller computed them (the screening layer's voxel
-threshold and patient scores).
+threshold and patient scores), and ``index``, the generation of the index folder (or null).
+
+The index (:class:`~cs3f.method.token_index.IvfLayout` per region and key, see
+:meth:`ReferenceBank.with_index`) is derived from the volumes: ``add`` and ``remove`` drop it
+and the caller writes a new one; a damaged one is refused, or left unread to be rebuilt.
+Version 1 banks (no index) are read as banks without one; any write makes them version 2.
 
 Writes never leave a bank half-written: :meth:`ReferenceBank.create` writes into a temporary
-folder beside BANK and renames it; :meth:`~ReferenceBank.add` writes the new volumes' folders
-first and then replaces ``bank.json`` in one rename; :meth:`~ReferenceBank.remove` replaces
-``bank.json`` and then deletes the volume's folder. A crash leaves the previous bank readable,
-at worst with an unreferenced folder.
+folder beside BANK and renames it; :meth:`~ReferenceBank.add` and
+:meth:`~ReferenceBank.with_index` write their new folders first and then replace ``bank.json``
+in one rename; :meth:`~ReferenceBank.remove` replaces ``bank.json`` and then deletes the
+volume's folder. A crash leaves the previous bank readable, at worst with an unreferenced
+folder. Folders and files are created with the process's umask (a bank shared between accounts
+needs a umask, or a group, that lets the others read it).
 """
 
 from __future__ import annotations
@@ -29,8 +38,8 @@ import datetime as dt
 import json
 import os
 import re
+import secrets
 import shutil
-import tempfile
 import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -38,12 +47,15 @@ from pathlib import Path
 
 import numpy as np
 
+from cs3f.bank_index import Layouts, read_layouts, write_layouts
 from cs3f.method.store import StoreError, TokenStore
+from cs3f.method.token_index import IvfLayout
 from cs3f.method.tokens import TokenKey, TokenSet
 
 __all__ = ["MIN_VOLUMES", "BankError", "BankMismatch", "BankVolume", "NewVolume", "ReferenceBank"]
 
-FORMAT, VERSION = "cs3f-reference-bank", 1
+FORMAT, VERSION = "cs3f-reference-bank", 2
+READABLE = (1, 2)  # version 1: no index
 MANIFEST = "bank.json"
 MIN_VOLUMES = 2  # the threshold and flag rule are leave-one-out statistics of the volumes
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -111,6 +123,9 @@ class ReferenceBank:
         keys: the token keys every region of every volume has, sorted.
         volumes: the volumes, in the order they were added.
         calibration: the bank's leave-one-out statistics, as given when last written.
+        version: the format version it was written in (1 or 2; every write writes 2).
+        index: the generation of the index folder, or ``None`` (no index).
+        layouts: the index's :class:`IvfLayout` per (region, key), arrays memmapped.
     """
 
     def __init__(self, root: Path, manifest: dict) -> None:
@@ -120,17 +135,22 @@ class ReferenceBank:
         self.keys: list[TokenKey] = sorted(TokenKey(*k) for k in manifest["keys"])
         self.volumes = [BankVolume(**v) for v in manifest["volumes"]]
         self.calibration: dict = manifest["calibration"]
+        self.version: int = manifest["version"]
+        self.index: str | None = manifest.get("index")
+        self.layouts: dict[tuple[str, TokenKey], IvfLayout] = {}
         self._stores: dict[tuple[str, str], TokenStore] = {}
 
     # ----- reading
 
     @classmethod
-    def open(cls, root: str | Path) -> ReferenceBank:
-        """The bank at ``root``, every volume's files checked to be there and whole.
+    def open(cls, root: str | Path, *, index: bool = True) -> ReferenceBank:
+        """The bank at ``root``, every volume's files checked to be there and whole, and its
+        index too unless ``index`` is false (the index left unread: to rebuild it).
 
         Raises:
-            BankError: no bank there, an unreadable or foreign manifest, another version, or a
-                volume whose files are missing, cut short or lack a token set (named).
+            BankError: no bank there, an unreadable or foreign manifest, another version, a
+                volume whose files are missing, cut short or lack a token set (named), or a
+                damaged index.
         """
         root = Path(root)
         try:
@@ -139,10 +159,10 @@ class ReferenceBank:
             raise BankError(f"{root} is not a readable reference bank ({MANIFEST}: {exc})") from exc
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise BankError(f"{root / MANIFEST} is not a {FORMAT} manifest")
-        if manifest.get("version") != VERSION:
+        if manifest.get("version") not in READABLE:
             raise BankError(
                 f"{root} is a version {manifest.get('version')} bank; this program reads "
-                f"version {VERSION}"
+                f"versions {', '.join(map(str, READABLE))}"
             )
         try:
             bank = cls(root, manifest)
@@ -151,7 +171,19 @@ class ReferenceBank:
         for volume in bank.volumes:
             for region in bank.regions:
                 bank._check_volume(volume.id, region)
+        if bank.index is not None and index:
+            try:
+                folder = root / "index" / bank.index
+                bank.layouts = read_layouts(folder, bank.volume_ids, bank.token_sets)
+            except (OSError, ValueError) as exc:
+                message = f"the index of {root} is damaged ({exc}); `bank index` rebuilds it"
+                raise BankError(message) from exc
         return bank
+
+    @property
+    def volume_ids(self) -> list[str]:
+        """The volumes' pseudonymous ids, in :attr:`volumes` order."""
+        return [v.id for v in self.volumes]
 
     def _check_volume(self, volume_id: str, region: str) -> None:
         folder = self.root / "volumes" / volume_id / region
@@ -193,23 +225,25 @@ class ReferenceBank:
         Raises:
             BankMismatch: naming every differing field with both values.
         """
-        differences = _differences(_as_json(self.identity), _as_json(dict(identity)))
-        if differences:
-            raise BankMismatch(
-                f"this run differs from the bank {self.root}: " + "; ".join(differences)
-            )
+        if differences := _differences(_as_json(self.identity), _as_json(dict(identity))):
+            named = "; ".join(differences)
+            raise BankMismatch(f"this run differs from the bank {self.root}: {named}")
 
     def describe(self) -> list[str]:
         """Human-readable lines: size, encoder, settings, date range, one line per volume."""
         dates = sorted(v.study_date for v in self.volumes if v.study_date)
         lines = [
-            f"reference bank {self.root} (format {FORMAT} version {VERSION})",
+            f"reference bank {self.root} (format {FORMAT} version {self.version})",
             f"volumes: {len(self.volumes)}; regions: {', '.join(self.regions)}",
             f"token sets per volume and region: {len(self.keys)}",
             f"study dates: {dates[0]} to {dates[-1]}" if dates else "study dates: none recorded",
         ]
         lines += [f"{name}: {json.dumps(value)}" for name, value in sorted(self.identity.items())]
         lines += [f"calibration: {json.dumps(self.calibration)}"]
+        lines += [f"index: {self.index or 'none'}"] + [
+            f"  {region} {tuple(key)}: {layout.describe()}"
+            for (region, key), layout in sorted(self.layouts.items())
+        ]
         lines += [f"  {v.id}  study {v.study_date or '-'}  added {v.added}" for v in self.volumes]
         return lines
 
@@ -217,11 +251,7 @@ class ReferenceBank:
 
     @classmethod
     def create(
-        cls,
-        root: str | Path,
-        identity: Mapping,
-        volumes: Iterable[NewVolume],
-        calibration: Mapping,
+        cls, root: str | Path, identity: Mapping, volumes: Iterable[NewVolume], calibration: Mapping
     ) -> ReferenceBank:
         """Write a new bank at ``root`` (which must not exist) and open it.
 
@@ -233,7 +263,8 @@ class ReferenceBank:
         if root.exists():
             raise BankError(f"{root} already exists; a new bank needs a new folder")
         root.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+        staging = root.parent / f".{root.name}.{secrets.token_hex(4)}"
+        staging.mkdir()  # not mkdtemp: its 0700 would make the bank private whatever the umask
         try:
             manifest = {
                 "format": FORMAT,
@@ -243,6 +274,7 @@ class ReferenceBank:
                 "keys": [],
                 "volumes": [],
                 "calibration": _as_json(dict(calibration)),
+                "index": None,
             }
             _write_volumes(staging, manifest, volumes)
             _write_manifest(staging, manifest)
@@ -253,11 +285,35 @@ class ReferenceBank:
         return cls.open(root)
 
     def add(self, volumes: Iterable[NewVolume], calibration: Mapping) -> ReferenceBank:
-        """Add volumes (same regions and keys) and the recomputed calibration; the reopened bank."""
+        """Add volumes (same regions and keys) and the recomputed calibration; the reopened
+        bank, without an index (it covered the old volumes)."""
         manifest = self._manifest(calibration)
         _write_volumes(self.root, manifest, volumes)
         _write_manifest(self.root, manifest)
+        self._drop_index()
         return ReferenceBank.open(self.root)
+
+    def with_index(self, layouts: Layouts, target: float) -> ReferenceBank:
+        """Store the approximate index of the bank's volumes as they are (one layout per region
+        and key, trained for recall ``target``) in place of any earlier one; the reopened bank.
+
+        Raises:
+            BankError: a layout does not fit the bank's tokens (the bank is left as it was).
+        """
+        generation = f"{int(self.index or 0) + 1:04d}"
+        try:
+            folder = self.root / "index" / generation
+            write_layouts(folder, layouts, self.volume_ids, target, self.token_sets)
+        except ValueError as exc:
+            raise BankError(f"that index does not fit the bank {self.root}: {exc}") from exc
+        _write_manifest(self.root, self._manifest(self.calibration) | {"index": generation})
+        self._drop_index()
+        return ReferenceBank.open(self.root)
+
+    def _drop_index(self) -> None:
+        """Delete the index folder this object was opened with (no longer the manifest's)."""
+        if self.index is not None:
+            shutil.rmtree(self.root / "index" / self.index, ignore_errors=True)
 
     def remaining(self, volume_id: str) -> list[str]:
         """The volume ids the bank keeps without ``volume_id`` (the ones to recalibrate on).
@@ -265,14 +321,14 @@ class ReferenceBank:
         Raises:
             BankError: no such volume, or the bank would keep fewer than :data:`MIN_VOLUMES`.
         """
-        if volume_id not in {v.id for v in self.volumes}:
+        if volume_id not in self.volume_ids:
             raise BankError(f"the bank has no volume {volume_id!r}")
         if len(self.volumes) <= MIN_VOLUMES:
             raise BankError(
                 f"a bank keeps at least {MIN_VOLUMES} volumes (its statistics are leave-one-out); "
                 "delete the folder instead"
             )
-        return [v.id for v in self.volumes if v.id != volume_id]
+        return [v for v in self.volume_ids if v != volume_id]
 
     def remove(self, volume_id: str, calibration: Mapping) -> ReferenceBank:
         """Drop one volume (a study later found abnormal), with the recomputed calibration of
@@ -286,6 +342,7 @@ class ReferenceBank:
         manifest["volumes"] = [v for v in manifest["volumes"] if v["id"] in keep]
         _write_manifest(self.root, manifest)
         shutil.rmtree(self.root / "volumes" / volume_id, ignore_errors=True)
+        self._drop_index()
         return ReferenceBank.open(self.root)
 
     def _manifest(self, calibration: Mapping) -> dict:
@@ -297,6 +354,7 @@ class ReferenceBank:
             "keys": [list(k) for k in self.keys],
             "volumes": [asdict(v) for v in self.volumes],
             "calibration": _as_json(dict(calibration)),
+            "index": None,
         }
 
 

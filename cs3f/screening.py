@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from cs3f.bank import NewVolume, ReferenceBank
+from cs3f.bank_search import bank_search, token_index
 from cs3f.decisions import Calibration, ScreeningRules
 from cs3f.encoders import SliceEncoder
 from cs3f.method.batch_scorer import BatchScorer, BatchScores, ScoringSettings, StageProgress
@@ -67,6 +68,7 @@ __all__ = [
 
 LOG = logging.getLogger("cs3f.app")
 MIN_STUDIES = 2  # the method compares studies with each other
+HOW = ("device", "bank_index")  # scoring settings that change how scores are found, not what
 
 
 def study_score(maps: dict[str, np.ndarray]) -> float:
@@ -86,13 +88,14 @@ def screening_identity(
     preprocess: Mapping | None = None,
 ) -> dict:
     """What must be the same for scores to compare: the encoder (name, weights SHA-256) and
-    every token, scoring, decision and preprocessing setting (not the device, nor the
-    small-batch warning). A reference bank stores it and refuses any other."""
+    every token, scoring, decision and preprocessing setting (not how the search runs: the
+    device and the bank search; nor the small-batch warning). A reference bank stores it and
+    refuses any other."""
     return {
         "encoder": encoder.name,
         "weights_sha256": encoder.weights_sha256,
         "tokens": dataclasses.asdict(tokens),
-        "scoring": {k: v for k, v in dataclasses.asdict(scoring).items() if k != "device"},
+        "scoring": {k: v for k, v in dataclasses.asdict(scoring).items() if k not in HOW},
         "rules": {k: v for k, v in dataclasses.asdict(rules).items() if k != "min_batch_warning"},
         "preprocess": dict(preprocess or {}),
     }
@@ -135,7 +138,8 @@ class Screening:
             ``None`` keeps tokens in memory (small batches, tests).
         bank: score against this bank instead of the batch; its identity must be
             :func:`screening_identity` of these settings (checked by the caller, who knows the
-            preprocessing settings).
+            preprocessing settings). It is searched as :func:`cs3f.bank_search.bank_search`
+            says (``search``: ``pairwise``, ``flat`` or ``ivf``; ``None`` without a bank).
     """
 
     def __init__(
@@ -150,6 +154,7 @@ class Screening:
         self.encoder, self.tokens, self.scoring, self.rules = encoder, tokens, scoring, rules
         self.work = Path(work) if work is not None else None
         self.bank = bank
+        self.search = bank_search(bank, scoring) if bank is not None else None
         self.scorers: dict[str, BatchScorer] = {}
         self.studies: list[dict[str, tuple[int, Standardised | StoredRegion]]] = []
         self.results: dict[str, BatchScores] = {}
@@ -213,10 +218,14 @@ class Screening:
                 "(the papers' batches hold 30 or more)"
             )
         for name, scorer in self.scorers.items():
-            references = (
-                (lambda key, name=name: self.bank.token_sets(name, key)) if self.bank else None
+            bank, search = self.bank, self.search
+            references = (lambda key, name=name: bank.token_sets(name, key)) if bank else None
+            index = (
+                (lambda key, name=name: token_index(bank, name, key, search, self.scoring))
+                if search in ("flat", "ivf")
+                else None
             )
-            self.results[name] = scorer.score(progress, references)
+            self.results[name] = scorer.score(progress, references, index)
             for stage, seconds in self.results[name].timings.items():
                 key = f"scorer_{stage}"
                 self.timings[key] = self.timings.get(key, 0.0) + seconds

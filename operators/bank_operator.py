@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from cs3f.bank import BankError, ReferenceBank
+from cs3f.bank_search import index_bank
 from operators.stage import Stage
 from operators.stages import Screened
 
@@ -15,7 +16,8 @@ LOG = logging.getLogger("cs3f.app")
 
 class BankOperator(Stage):
     """Writes the scored studies (by pseudonym and study date) and the batch's calibration into
-    a new bank at ``path`` (``identity`` is stored with them), or adds them to ``bank``. Keeps
+    a new bank at ``path`` (``identity`` is stored with them), or adds them to ``bank``, then
+    the bank's approximate index (:func:`cs3f.bank_search.index_bank`, variant C banks). Keeps
     the written bank as ``result`` (``None`` when the batch could not be scored or the bank not
     written; ``error`` says why) for the entry point."""
 
@@ -52,12 +54,13 @@ class BankOperator(Stage):
         calibration = screened.calibration.as_dict()
         try:
             if self.bank is None:
-                self.result = ReferenceBank.create(self.path, self.identity, volumes, calibration)
+                written = ReferenceBank.create(self.path, self.identity, volumes, calibration)
             else:
-                self.result = self.bank.add(volumes, calibration)
+                written = self.bank.add(volumes, calibration)
         except BankError as exc:
             self.error = str(exc)
             return
+        self.result = index_bank(written)
         LOG.info(
             "bank %s: %d volumes (%d new); voxel threshold %.4g",
             self.path,

@@ -89,6 +89,7 @@ def test_settings_layers_and_errors(tmp_path):
         ("scoring.rho=1.5", "scoring.rho"),
         ("scoring.n_routes=0", "scoring.n_routes"),
         ("scoring.device=tpu", "scoring.device"),
+        ("scoring.bank_index=hnsw", "scoring.bank_index"),
         ("preprocess.size=8", "preprocess.size"),
         ("preprocess.brain_ml=[2500, 600]", "preprocess.brain_ml"),
         ("screening.voxel_percentile=100", "screening.voxel_percentile"),

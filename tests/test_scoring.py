@@ -222,3 +222,31 @@ def test_references_must_leave_a_volume_to_score():
         with pytest.raises(ValueError, match="n_references"):
             mutual_scores(sets, n_references=n_references)
     assert len(mutual_scores(sets, n_references=2)) == 1  # one volume, K = 1 of 2 references
+
+
+def test_scored_volumes_are_grouped_in_blocks_with_the_same_bits(monkeypatch):
+    """MS keeps a block of scored volumes' grouped fine tokens, so each partner is grouped once
+    per block, not once per scored volume; the scores are the same bits as one at a time."""
+    from cs3f.method import scoring
+
+    rng = np.random.default_rng(10)
+    coarse, fine, parents = hierarchical_sets(rng, 9)
+    grouped = []
+
+    class Counted(scoring._Cells):
+        def __init__(self, *args, **kwargs):
+            grouped.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(scoring, "_Cells", Counted)
+    runs = {}
+    for budget in (scoring._C2F_CELLS_BYTES, 1):  # all scored volumes at once; one at a time
+        monkeypatch.setattr(scoring, "_C2F_CELLS_BYTES", budget)
+        grouped.clear()
+        bank = multiscale_scores(coarse, fine, parents, n_routes=2, k=2, n_references=7)
+        runs[budget] = (bank, len(grouped), multiscale_scores(coarse, fine, parents, 2, k=2))
+    (bank, counted, batch), (one_bank, one_counted, one_batch) = runs.values()
+    assert (counted, one_counted) == (2 + 7, 2 + 2 * 7)
+    for got, want in zip([*bank, *batch], [*one_bank, *one_batch]):
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)

@@ -38,9 +38,9 @@ def batch():
     return [[_region(rng, lesion=i == 0)] for i in range(6)]
 
 
-def _screened(batch, variant="C", work=None, bank=None):
+def _screened(batch, variant="C", work=None, bank=None, bank_index="auto"):
     encoder = load_encoder("pixels", device="cpu")
-    scoring, rules = ScoringSettings(variant=variant), ScreeningRules(50.0)
+    scoring, rules = ScoringSettings(variant=variant, bank_index=bank_index), ScreeningRules(50.0)
     screening = Screening(encoder, TOKENS, scoring, rules, work, bank)
     for regions in batch:
         screening.add(regions)
@@ -154,9 +154,11 @@ def test_one_study_screened_against_a_bank_as_in_a_batch_with_it(batch, tmp_path
     )
     alone, (alone_maps,), calibration = _screened(batch[:1], variant, tmp_path / "alone", bank)
     _, joint_maps, _ = _screened(batch[1:] + batch[:1], variant, tmp_path / "joint")
+    # float32 rounding: the pairs' blocks are computed the other way round in the batch
     np.testing.assert_allclose(
         alone_maps["brain"], joint_maps[-1]["brain"], rtol=1e-5, atol=DISTANCE_ATOL
     )
+    assert np.isclose(alone_maps["brain"], joint_maps[-1]["brain"], 1e-5, 1e-6).mean() > 0.98
     assert calibration == base_calibration  # the bank's leave-one-out statistics
     assert alone.warnings and "5 bank volumes" in alone.warnings[0]
 
@@ -169,6 +171,29 @@ def test_one_study_screened_against_a_bank_as_in_a_batch_with_it(batch, tmp_path
     again = stored.calibrate()
     assert again.voxel_threshold == pytest.approx(base_calibration.voxel_threshold, rel=1e-5)
     np.testing.assert_allclose(again.reference_scores, base_calibration.reference_scores, 1e-5)
+
+
+@pytest.mark.parametrize("search", ["flat", "ivf"])
+def test_the_bank_index_scores_as_the_pairwise_search(batch, tmp_path, search):
+    """Variant C against a bank, through the Screening: the flat index gives the pairwise
+    scores (float rounding aside); IVF (trained for the run: the bank stores no index) gives
+    scores never lower, and the same for nearly all tokens."""
+    base, _, base_calibration = _screened(batch[1:], "C", tmp_path / "base")
+    volumes = base.bank_volumes(range(5), [f"s{i}" for i in range(5)], [""] * 5)
+    bank = ReferenceBank.create(tmp_path / "bank", {}, volumes, base_calibration.as_dict())
+    pairwise, _, _ = _screened(batch[:1], "C", tmp_path / "pairwise", bank)
+    indexed, _, _ = _screened(batch[:1], "C", tmp_path / search, bank, search)
+    assert (pairwise.search, indexed.search) == ("pairwise", search)  # auto: a small bank
+    assert indexed.timings["scorer_bank_index"] > 0
+    for key, (want,) in pairwise.results["brain"].token_scores.items():
+        # float32 ||a||^2 + ||b||^2 - 2 a.b in blocks of other shapes (tests/conftest.py):
+        # about 5e-5 in a distance of 0.005 (these tokens' scores run from 0.005 to 0.1)
+        (got,) = indexed.results["brain"].token_scores[key]
+        same = np.isclose(got, want, rtol=1e-5, atol=5e-5).mean()
+        assert same > (0.999 if search == "flat" else 0.95), (key, same)
+        assert np.all(got >= want - DISTANCE_ATOL)
+        if search == "flat":
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=DISTANCE_ATOL)
 
 
 def test_a_bank_without_the_runs_region_is_refused(batch, tmp_path):

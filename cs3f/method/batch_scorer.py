@@ -30,20 +30,25 @@ from cs3f.device import DEVICES
 from cs3f.encoders import SliceEncoder
 from cs3f.method.maps import concat_axes, fuse_maps, token_map
 from cs3f.method.pairs import NearestTokens
-from cs3f.method.scoring import multiscale_scores, mutual_scores, neighbour_count
+from cs3f.method.scoring import indexed_scores, multiscale_scores, mutual_scores, neighbour_count
 from cs3f.method.store import TokenStore
+from cs3f.method.token_index import VolumeTokenIndex
 from cs3f.method.tokens import COARSE, FINE, Tokenizer, TokenKey, TokenSet, TokenSettings
 
 __all__ = ["VARIANTS", "BatchScorer", "BatchScores", "ScoringSettings"]
 
 VARIANTS = ("C", "F", "MS")
 FUSIONS = ("score", "feature")
+BANK_SEARCHES = ("auto", "pairwise", "flat", "ivf")
 
 StageProgress = Callable[[str, int, int], None]
 """Called as ``progress(stage, done, total)``."""
 
 References = Callable[[TokenKey], list[TokenSet]]
 """A reference bank's token sets of one key, one per bank volume (see :meth:`BatchScorer.score`)."""
+
+ReferenceIndex = Callable[[TokenKey], VolumeTokenIndex]
+"""The index over a reference bank's token sets of one key (see :meth:`BatchScorer.score`)."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,10 @@ class ScoringSettings:
         variant: ``"C"``, ``"F"`` or ``"MS"``.
         fusion: ``"score"`` or ``"feature"``.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"`` for the nearest-token search.
+        bank_index: how a run against a reference bank searches it: ``"pairwise"`` (each bank
+            volume in turn, exact), ``"flat"`` (one exact index), ``"ivf"`` (one approximate
+            index) or ``"auto"`` (:func:`cs3f.bank_search.bank_search` decides). The indexes
+            serve variant C only; a batch run ignores the setting.
     """
 
     rho: float = 0.1
@@ -65,6 +74,7 @@ class ScoringSettings:
     variant: str = "MS"
     fusion: str = "score"
     device: str = "auto"
+    bank_index: str = "auto"
 
     def __post_init__(self) -> None:
         if not 0 < self.rho <= 1:
@@ -82,6 +92,13 @@ class ScoringSettings:
         if self.fusion == "feature" and self.variant != "C":
             raise ValueError(
                 "feature-level fusion is defined for coarse tokens only: use variant 'C'"
+            )
+        if self.bank_index not in BANK_SEARCHES:
+            raise ValueError(f"bank_index must be one of {BANK_SEARCHES}, got {self.bank_index!r}")
+        if self.bank_index in ("flat", "ivf") and self.variant != "C":
+            raise ValueError(
+                f"bank_index {self.bank_index!r} serves variant C only: {self.variant} routes "
+                "coarse-to-fine per bank volume, which needs the pairwise search"
             )
 
     @property
@@ -190,10 +207,15 @@ class BatchScorer:
         return self.add_tokens(self.tokenize(volume, mask), volume.shape)
 
     def score(
-        self, progress: StageProgress | None = None, references: References | None = None
+        self,
+        progress: StageProgress | None = None,
+        references: References | None = None,
+        index: ReferenceIndex | None = None,
     ) -> BatchScores:
         """Score every token of every added volume against the other volumes or, given
-        ``references`` (a reference bank's token sets per key), against those alone.
+        ``references`` (a reference bank's token sets per key), against those alone; with
+        ``index`` too (variant C), through the index of each key's references instead of
+        pairwise (built once per key, timed as ``bank_index``).
 
         Feature-level fusion has no reference form: it needs the batch's own cubes.
         """
@@ -238,8 +260,19 @@ class BatchScorer:
                 )
             sets_of = lambda i, key: joined[(i, key)]
         else:
+            coarse_only = self.scoring.levels == (COARSE,)
             for key in keys:
-                if key.level == COARSE and self.scoring.levels == (COARSE,):
+                if coarse_only and index is not None:  # the keys are all coarse
+                    start = time.perf_counter()
+                    built = index(key)
+                    self.timings["bank_index"] += time.perf_counter() - start
+                    queries = [self.store.get(i, key).features for i in volumes]
+                    scores[key] = self._timed(
+                        "score_coarse", progress, key, indexed_scores, queries, built,
+                        rho=self.scoring.rho, k=self.scoring.k,
+                    )  # fmt: skip
+                    del built  # one key's index in memory at a time
+                elif coarse_only:
                     features = [t.features for t in with_references(key)]
                     scores[key] = self._timed(
                         "score_coarse", progress, key, mutual_scores, features, **rule

@@ -24,14 +24,19 @@ import numpy as np
 import torch
 
 from cs3f.method.pairs import NearestTokens
+from cs3f.method.token_index import VolumeTokenIndex
 
-__all__ = ["multiscale_scores", "mutual_scores", "neighbour_count"]
+__all__ = ["indexed_scores", "multiscale_scores", "mutual_scores", "neighbour_count"]
 
 Progress = Callable[[int, int], None]
 """Called as ``progress(done, total)`` after each query volume."""
 
 # Bytes of gathered candidate tokens per C2F chunk: bounds memory whatever L is.
 _C2F_CHUNK_BYTES = 32 * 2**20
+# Bytes of grouped fine tokens of the scored volumes kept at once (about 18 MB a volume and key
+# at the product's 224^3, so 14 volumes): each partner volume is grouped once per such block,
+# not once per scored volume (500 new studies against a bank: 36 times, not 500).
+_C2F_CELLS_BYTES = 256 * 2**20
 
 
 def neighbour_count(batch_size: int, rho: float = 0.1, k: int | None = None) -> int:
@@ -141,6 +146,35 @@ def mutual_scores(
     return [acc.mean_distance() for acc in nearest]
 
 
+def indexed_scores(
+    queries: Sequence[np.ndarray],
+    index: VolumeTokenIndex,
+    rho: float = 0.1,
+    k: int | None = None,
+    *,
+    progress: Progress | None = None,
+) -> list[np.ndarray]:
+    """:func:`mutual_scores` of ``queries`` against references, through an index over them.
+
+    Args:
+        queries: the volumes to score, arrays (N_i, d).
+        index: the references' tokens (B = ``index.n_volumes`` volumes).
+        rho, k, progress: as for :func:`mutual_scores` with ``n_references`` = B.
+    Returns:
+        One float32 array (N_i,) per query volume; with a flat index the scores of
+        :func:`mutual_scores` with ``n_references`` = B, with an approximate one scores
+        that are never lower (float rounding aside in both).
+    """
+    _, k = _schedule(len(queries) + index.n_volumes, index.n_volumes, rho, k)
+    _check_sets(queries, "queries")
+    out = []
+    for i, query in enumerate(queries):
+        out.append(index.scores(query, k))
+        if progress:
+            progress(i + 1, len(queries))
+    return out
+
+
 def _padded_groups(parents: np.ndarray, n_groups: int) -> np.ndarray:
     """(n_groups, max_size) int64 rows of member indices per parent, padded with -1."""
     order = np.argsort(parents, kind="stable")
@@ -180,6 +214,12 @@ class _Cells:
         self.norms = (self.tokens * self.tokens).sum(2)
         self.norms[table < 0] = float("inf")
         self.n_fine = len(fine)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: the cells as queries and as references, and their norms."""
+        held = (self.tokens, self.tokens_t, self.norms)
+        return sum(t.element_size() * t.nelement() for t in held)
 
     def routed_minima(self, ref: _Cells, routes: np.ndarray) -> np.ndarray:
         """(n_fine,) float32 nearest squared distance of each fine token among its routes.
@@ -249,7 +289,8 @@ def multiscale_scores(
     Returns:
         ``(coarse, fine)``: per scored volume, float32 arrays of shape (Nc_i,) and (Nf_i,).
     Memory: every volume's running K smallest distances, (Nc_i + Nf_i) x K floats, and the
-    grouped fine tokens of two volumes at a time.
+    grouped fine tokens of a block of scored volumes (about 256 MB, at least one) and of one
+    partner.
     """
     n_volumes = len(fine_sets)
     if not len(coarse_sets) == len(fine_parents) == n_volumes:
@@ -268,19 +309,28 @@ def multiscale_scores(
 
     coarse_nearest = [_KSmallest(c.shape[0], k) for c in coarse_sets[:n_scored]]
     fine_nearest = [_KSmallest(f.shape[0], k) for f in fine_sets[:n_scored]]
-    for i in range(n_scored):
-        query_coarse = np.ascontiguousarray(coarse_sets[i], dtype=np.float32)
-        query = _Cells(fine_sets[i], parents[i], device)
-        for j in _partners(i, n_volumes, n_scored):
-            ref = _Cells(fine_sets[j], parents[j], device)
-            pair = search.pair_routes(query_coarse, coarse_sets[j], n_routes, query.keys, ref.keys)
-            coarse_nearest[i].add(pair.a_to_b)
-            fine_nearest[i].add(query.routed_minima(ref, pair.a_routes))
-            if j < n_scored:  # a reference gets no scores: its direction is not searched
-                coarse_nearest[j].add(pair.b_to_a)
-                fine_nearest[j].add(ref.routed_minima(query, pair.b_routes))
+    start = 0
+    while start < n_scored:  # a block of scored volumes, grouped once, against their partners
+        block: dict[int, tuple[np.ndarray, _Cells]] = {}
+        while start < n_scored and sum(c.nbytes for _, c in block.values()) < _C2F_CELLS_BYTES:
+            cells = _Cells(fine_sets[start], parents[start], device)
+            block[start] = (np.ascontiguousarray(coarse_sets[start], dtype=np.float32), cells)
+            start += 1
+        for j in _partners(min(block), n_volumes, n_scored):
+            ref = block[j][1] if j in block else _Cells(fine_sets[j], parents[j], device)
+            for i, (query_coarse, query) in block.items():
+                if j not in _partners(i, n_volumes, n_scored):
+                    continue
+                pair = search.pair_routes(
+                    query_coarse, coarse_sets[j], n_routes, query.keys, ref.keys
+                )
+                coarse_nearest[i].add(pair.a_to_b)
+                fine_nearest[i].add(query.routed_minima(ref, pair.a_routes))
+                if j < n_scored:  # a reference gets no scores: its direction is not searched
+                    coarse_nearest[j].add(pair.b_to_a)
+                    fine_nearest[j].add(ref.routed_minima(query, pair.b_routes))
         if progress:
-            progress(i + 1, n_scored)
+            progress(start, n_scored)
     return (
         [acc.mean_distance() for acc in coarse_nearest],
         [acc.mean_distance() for acc in fine_nearest],
