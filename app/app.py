@@ -114,6 +114,8 @@ class ScreeningApp(Application):
             output_folder=self.output_folder,
             encoder_name=self.encoder.name,
             report_studies=s.report_studies,
+            results_seed=s.results_seed(self.encoder, self.bank),
+            reference="bank" if self.bank else "batch",
             name="outputs",
         )
         self.report = ReportOperator(

@@ -24,8 +24,11 @@ from pathlib import Path
 
 import yaml
 
+from cs3f import __version__
+from cs3f.bank import ReferenceBank
 from cs3f.decisions import ScreeningRules
 from cs3f.encoders import ENCODERS, SliceEncoder
+from cs3f.io.result_uids import results_seed
 from cs3f.method.batch_scorer import ScoringSettings
 from cs3f.method.tokens import TokenSettings
 from cs3f.preprocess import TASKS
@@ -118,6 +121,13 @@ class AppSettings:
         return screening_identity(
             encoder, self.tokens, self.scoring, self.screening, preprocess | {"task": self.task}
         )
+
+    def results_seed(self, encoder: SliceEncoder, bank: ReferenceBank | None) -> str:
+        """The seed of the UIDs of every object the run derives from a study
+        (:mod:`cs3f.io.result_uids`): this version, the run's identity and the reference (the
+        bank's fingerprint, or the batch)."""
+        reference = bank.fingerprint if bank else "batch"
+        return results_seed(__version__, self.identity(encoder), reference)
 
 
 def _check_type(value, default, name: str) -> None:

@@ -26,6 +26,7 @@ at worst with an unreferenced folder.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import re
@@ -121,6 +122,14 @@ class ReferenceBank:
         self.volumes = [BankVolume(**v) for v in manifest["volumes"]]
         self.calibration: dict = manifest["calibration"]
         self._stores: dict[tuple[str, str], TokenStore] = {}
+
+    @property
+    def fingerprint(self) -> str:
+        """64 hex digits of the SHA-256 of what scoring against the bank depends on: its
+        identity, volumes and calibration. Adding or removing a volume changes it."""
+        content = {"identity": self.identity, "volumes": [asdict(v) for v in self.volumes]}
+        text = json.dumps(content | {"calibration": self.calibration}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
 
     # ----- reading
 

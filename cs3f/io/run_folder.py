@@ -38,6 +38,7 @@ OUTPUTS = (
     "report.html",
     "run.log",
     "seg",
+    "sr",
     "maps",
     "preprocessed",
     *EVALUATION,
