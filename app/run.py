@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from app.settings import TASKS, AppSettings, SettingsError, load_settings, with_
 from cs3f import __version__
 from cs3f.bank import BankError, ReferenceBank
 from cs3f.encoders import ENCODERS, EncoderError, SliceEncoder, load_encoder
-from cs3f.io.run_folder import make_work, watch_work
+from cs3f.io.run_folder import work_folder
 from cs3f.preprocess.lung_model import LungModelError, load_lung_model
 from cs3f.redaction import IDENTIFIERS
 
@@ -158,14 +157,9 @@ def run_app(input_folder: Path, output: Path, work_parent: Path, kind: str, **gr
     """Run the graph with a work folder under ``work_parent`` that never outlives the run."""
     from app.app import ScreeningApp
 
-    work = make_work(work_parent)
-    watcher = watch_work(work)  # removes the work folder however this process ends
-    try:
+    with work_folder(work_parent) as work:
         application = ScreeningApp(input_folder, output, work, kind, **graph)
         application.run()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)  # patient images never outlive the run
-        os.close(watcher)
     return application
 
 
