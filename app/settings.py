@@ -31,6 +31,7 @@ from cs3f.encoders import ENCODERS, SliceEncoder
 from cs3f.io.result_uids import results_seed
 from cs3f.method.batch_scorer import ScoringSettings
 from cs3f.method.tokens import TokenSettings
+from cs3f.pacs.config import PacsSettings
 from cs3f.preprocess import TASKS
 from cs3f.preprocess.lung_model import find_weights
 from cs3f.preprocess.standard_space import PreprocessSettings
@@ -65,6 +66,8 @@ class AppSettings:
     save_preprocessed: also write the standard-space volume and mask of every region.
     show_identifiers: write patient ID, name and accession number into scores.csv, scores.json
         and report.html (default: the study's pseudonym and date only).
+    pacs: the PACS, this program's AE title, the query and the listener's rules
+        (cs3f.pacs.config.PacsSettings), for ``python -m app pacs`` and ``listen``.
     """
 
     task: str = "brain-mri"
@@ -78,6 +81,7 @@ class AppSettings:
     report_studies: int = 50
     save_preprocessed: bool = False
     show_identifiers: bool = False
+    pacs: PacsSettings = field(default_factory=PacsSettings)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
