@@ -38,6 +38,7 @@ so a run that replaces them replaces these too."""
 OUTPUTS = (
     "scores.csv",
     "scores.json",
+    "pacs.json",
     "report.html",
     "run.log",
     "seg",
