@@ -27,7 +27,7 @@ from cs3f.io.outputs import atomic_path, pseudonym, study_keys
 
 __all__ = ["Inbox", "folder_key"]
 
-LOG = logging.getLogger("cs3f.pacs")
+LOG = logging.getLogger("cs3f.app")  # the app's log, as cs3f.screening's
 BATCH_PREFIX = ".batch-"
 STORED, CANNOT_UNDERSTAND, OUT_OF_RESOURCES = 0x0000, 0xC000, 0xA700  # C-STORE statuses
 

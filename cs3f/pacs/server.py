@@ -22,7 +22,7 @@ from cs3f.pacs.network import new_ae
 
 __all__ = ["StorageServer"]
 
-LOG = logging.getLogger("cs3f.pacs")
+LOG = logging.getLogger("cs3f.app")  # the app's log, as cs3f.screening's
 
 
 def _refused(event) -> None:
