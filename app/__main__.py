@@ -6,9 +6,10 @@
     python -m app bank remove --bank BANK --volume ID              # a study later found abnormal
     python -m app bank describe --bank BANK
 
-and, next to a PACS (app/pacs_commands.py)::
+and, next to a PACS (app/pacs_commands.py, app/listen_command.py)::
 
     python -m app pacs --pacs HOST:PORT --called-aet AET --aet OURS -o OUT [--bank BANK] ...
+    python -m app listen --port PORT --aet OURS --pacs HOST:PORT --called-aet AET -o OUT ...
 
 The successor of ``monai-deploy exec`` (removed in SDK 0.6). HOLOSCAN_INPUT_PATH,
 HOLOSCAN_OUTPUT_PATH and HOLOSCAN_MODEL_PATH give the folders when the flags are absent.
@@ -51,6 +52,7 @@ def _quiet_runtime() -> None:
 _quiet_runtime()
 
 from app.bank_commands import bank_main
+from app.listen_command import listen_main
 from app.pacs_commands import pacs_main
 from app.run import (
     check_folders,
@@ -114,7 +116,7 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"bank": bank_main, "pacs": pacs_main}
+    commands = {"bank": bank_main, "pacs": pacs_main, "listen": listen_main}
     if argv[:1] and argv[0] in commands:
         return commands[argv[0]](argv[1:])
     args = _arguments(argv)

@@ -85,6 +85,8 @@ class Job:
         outcome.status, outcome.reason = status, reason
         if status in FAILED:
             LOG.warning("study %s: %s: %s", outcome.pseudonym, status, reason)
+        elif status == "sent":
+            LOG.info("study %s: SEG and SR in the PACS", outcome.pseudonym)
 
     def screen_and_send(self, folder: Path, send: Collection[str] | None = None) -> None:
         """Screen the studies in ``folder`` (any nesting) and send the results of the scored

@@ -1,13 +1,19 @@
-"""The listener's rules without a network: when a received study counts as complete (quiet,
-no sender still open, last sender released), that a study whose sender went away mid-study is
-held until sent again, what an earlier process left behind, safe file names, and the PACS
-settings' checks."""
+"""The listener's rules without a PACS: when a received study counts as complete (quiet, no
+sender still open, last sender released), that a study whose sender went away mid-study is held
+until sent again, what an earlier process left behind, safe file names, the PACS settings'
+checks, and our C-STORE SCP over TLS with client certificates."""
+
+import ssl
 
 import pytest
+from orthanc import free_port, self_signed
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
 
 from app.settings import SettingsError, load_settings
 from cs3f.pacs.config import PacsSettings, parse_address
 from cs3f.pacs.inbox import Inbox
+from cs3f.pacs.server import StorageServer
 
 
 class Clock:
@@ -99,3 +105,27 @@ def test_pacs_settings_are_checked_and_named():
             load_settings(None, [f"pacs.{field}={value}"])
     loaded = load_settings(None, ["pacs.study_date=20220101-"], pacs={"host": "h", "port": 11})
     assert (loaded.pacs.host, loaded.pacs.port, loaded.pacs.study_date) == ("h", 11, "20220101-")
+
+
+def test_the_scp_speaks_tls_and_asks_for_a_client_certificate(tmp_path):
+    cert, key = self_signed(tmp_path)
+    pem = {"tls_cert": str(cert), "tls_key": str(key), "tls_ca": str(cert)}
+    settings, port = PacsSettings(called_aet="ORTHANC", tls=True, **pem), free_port()
+
+    def echo(certificate: bool, tls: bool = True) -> bool:
+        ae = AE(ae_title="ORTHANC")
+        ae.add_requested_context(Verification)
+        context = ssl.create_default_context(cafile=str(cert))
+        if certificate:
+            context.load_cert_chain(cert, key)
+        tls_args = (context, "127.0.0.1") if tls else None
+        assoc = ae.associate("127.0.0.1", port, ae_title="CS3F", tls_args=tls_args)
+        answered = assoc.is_established and assoc.send_c_echo().Status == 0x0000
+        if assoc.is_established:
+            assoc.release()
+        return answered
+
+    with StorageServer(settings, port, Inbox(tmp_path / "inbox")):
+        assert echo(certificate=True)
+        assert not echo(certificate=False)  # tls_ca given: a client certificate is required
+        assert not echo(certificate=True, tls=False)

@@ -12,8 +12,6 @@ the seconds-long ones of ``orthanc.FAST``: the networking is under test here.
 
 import io
 import json
-import shutil
-import subprocess
 
 import highdicom as hd
 import pytest
@@ -26,6 +24,7 @@ from orthanc import (
     free_port,
     header,
     needs_orthanc,
+    self_signed,
     store,
     t1_series,
 )
@@ -187,17 +186,10 @@ def test_an_association_the_pacs_rejects(pacs, tmp_path, capsys):
     assert "rejected the association" in err and "Called AE title not recognised" in err
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl absent")
 def test_tls(tmp_path, capsys):
     """Orthanc with DICOM TLS (client certificates required): the job queries it with ours,
     and without TLS it cannot reach it."""
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    cert, key = self_signed(tmp_path)
     tls = {
         "DicomTlsEnabled": True,
         "DicomTlsCertificate": str(cert),

@@ -1,0 +1,123 @@
+"""``python -m app listen`` as a process, with a real PACS (Orthanc) pushing studies to it and
+receiving the results. Without a bank it screens complete studies as a batch of at least two.
+
+In order: a calling AE title outside the allow-list is rejected; a router that sends half of a
+study and aborts leaves it held, never screened; Orthanc pushes two studies, which are
+screened together and whose SEG and SR arrive in Orthanc; SIGTERM stops the listener with exit
+0, the held study still in its inbox. Screening settings are the seconds-long ``orthanc.FAST``.
+"""
+
+import io
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import highdicom as hd
+import pydicom
+import pytest
+from conftest import SHARED_DATA
+from orthanc import AET, FAST, Orthanc, free_port, header, needs_orthanc, store, t1_series
+from pynetdicom import AE
+from pynetdicom.sop_class import MRImageStorage, Verification
+
+ROOT = Path(__file__).resolve().parents[1]
+FOLDER = SHARED_DATA / "dicom" / "decubitus"
+pytestmark = [
+    needs_orthanc,
+    pytest.mark.skipif(not FOLDER.is_dir(), reason="../shared/data absent"),
+]
+PUSHED, CUT = ("HFS", "HFP"), "HFDL"
+
+
+def _wait_for(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout_s} s for {what}"
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def listener(tmp_path_factory):
+    """(orthanc, the listener process, its port, its output folder, its log file)."""
+    root = tmp_path_factory.mktemp("listen")
+    port = free_port()
+    orthanc = Orthanc(root, {"cs3f": ("CS3F", port)}, None)
+    peer = ["--pacs", f"127.0.0.1:{orthanc.dicom_port}", "--called-aet", AET]
+    log = root / "listener.log"
+    with open(log, "w") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app", "listen", "--port", str(port), "--aet", "CS3F", *peer,
+             "--allow-aet", "ROUTER", "-o", str(root / "out"), *FAST, "--set", "pacs.quiet_s=2"],
+            cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        store(orthanc.dicom_port, sorted(p for s in PUSHED for p in (FOLDER / s).rglob("*.dcm")))
+        _wait_for(lambda: "listening as" in log.read_text(), 120, "the listener to start")
+        yield orthanc, process, port, root / "out", log
+    finally:
+        if process.poll() is None:
+            process.kill()
+        orthanc.stop()
+
+
+def test_a_calling_ae_title_outside_the_allow_list_is_rejected(listener):
+    _, _, port, _, log = listener
+    ae = AE(ae_title="INTRUDER")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", port, ae_title="CS3F")
+    assert assoc.is_rejected
+    assert assoc.acceptor.primitive.reason_str == "Calling AE title not recognised"
+    _wait_for(lambda: "'INTRUDER' (not in the allow-list)" in log.read_text(), 10, "the log")
+
+
+def test_a_study_cut_off_mid_association_is_held(listener):
+    _, _, port, out, log = listener
+    ae = AE(ae_title="ROUTER")
+    ae.add_requested_context(MRImageStorage)
+    assoc = ae.associate("127.0.0.1", port, ae_title="CS3F")
+    assert assoc.is_established
+    for path in t1_series(FOLDER / CUT)[:17]:
+        assert assoc.send_c_store(pydicom.dcmread(path)).Status == 0x0000
+    assoc.abort()  # the router goes away mid-study
+    _wait_for(lambda: "held until it is sent again" in log.read_text(), 10, "the study held")
+    study = header(t1_series(FOLDER / CUT)[0]).StudyInstanceUID
+    assert len(list((out / "inbox" / study).glob("*.dcm"))) == 17
+
+
+def test_pushed_studies_are_screened_together_and_their_results_sent(listener):
+    orthanc, _, _, out, log = listener
+    studies = {s: header(t1_series(FOLDER / s)[0]).StudyInstanceUID for s in PUSHED}
+    ids = [orthanc.study_id(uid) for uid in studies.values()]
+    orthanc.request("POST", "/modalities/cs3f/store", {"Resources": ids, "Synchronous": True})
+
+    def delivered() -> bool:  # in Orthanc, and the listener's record of it written
+        sent = all(orthanc.instances(u, m) for u in studies.values() for m in ("SEG", "SR"))
+        return sent and any((out / "runs").glob("*/pacs.json"))
+
+    _wait_for(delivered, 300, "the SEGs and SRs in Orthanc")
+    (run,) = sorted((out / "runs").iterdir())  # one screening: both studies, one batch
+    summary = json.loads((run / "pacs.json").read_text())
+    assert {s["study_instance_uid"]: s["status"] for s in summary["studies"]} == {
+        uid: "sent" for uid in studies.values()
+    }
+    for position, uid in studies.items():
+        (instance,) = orthanc.instances(uid, "SEG")
+        seg = hd.seg.segread(io.BytesIO(orthanc.file(instance["ID"])))
+        t1 = header(t1_series(FOLDER / position)[0]).SeriesInstanceUID
+        assert {series for _, series, _ in seg.get_source_image_uids()} == {t1}
+        assert len(orthanc.instances(uid, "SR")) == 1
+    assert json.loads((run / "scores.json").read_text())["run"]["batch_size"] == 2
+    text = log.read_text()
+    assert "crlab" not in text and "19700606" not in text  # PatientID, birth date
+
+
+def test_sigterm_stops_the_listener_and_the_held_study_stays(listener):
+    _, process, _, out, log = listener
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0
+    assert "stopping; 1 studies stay in the inbox" in log.read_text()
+    study = header(t1_series(FOLDER / CUT)[0]).StudyInstanceUID
+    assert len(list((out / "inbox" / study).glob("*.dcm"))) == 17
