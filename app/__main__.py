@@ -63,12 +63,10 @@ from app.run import (
     run_info,
     settings_and_encoder,
     settings_flags,
-    start_logging,
+    start_run,
 )
 from cs3f import __version__
 from cs3f.io.nifti_io import InputError, input_format
-from cs3f.io.run_folder import OutputFolderError, prepare_output
-from cs3f.redaction import IDENTIFIERS
 
 LOG = logging.getLogger("cs3f.app")
 
@@ -134,12 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         bank = open_bank(args.bank, settings, encoder) if args.bank else None
     except SystemExit as exc:
         return int(exc.code)
-    try:
-        prepare_output(args.output, args.overwrite)
-    except OutputFolderError as exc:
-        return error(str(exc))
-    IDENTIFIERS.clear()
-    start_logging(args.output)
+    refused = start_run(args.output, args.overwrite)
+    if refused is not None:
+        return refused
     LOG.info(
         "cs3f %s, encoder %s, task %s, %s input%s",
         __version__,

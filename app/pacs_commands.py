@@ -33,12 +33,12 @@ import os
 from pathlib import Path
 
 from app.pacs_jobs import Job
-from app.run import error, open_bank, settings_and_encoder, settings_flags, start_logging
+from app.run import error, open_bank, settings_and_encoder, settings_flags, start_run
 from app.settings import AppSettings
 from cs3f import __version__
 from cs3f.bank import MIN_VOLUMES
 from cs3f.io.result_uids import result_uids
-from cs3f.io.run_folder import OutputFolderError, prepare_output, work_folder
+from cs3f.io.run_folder import work_folder
 from cs3f.pacs import PacsError
 from cs3f.pacs.config import PacsSettings, parse_address
 from cs3f.pacs.inbox import Inbox
@@ -46,7 +46,6 @@ from cs3f.pacs.network import association, find_context, find_studies, is_presen
 from cs3f.pacs.retrieve import retrieve_study
 from cs3f.pacs.server import StorageServer
 from cs3f.progress import Progress
-from cs3f.redaction import IDENTIFIERS
 
 LOG = logging.getLogger("cs3f.app")
 UNREACHABLE = 3
@@ -185,12 +184,9 @@ def pacs_main(argv: list[str]) -> int:
         settings, encoder, bank = load(args)
     except SystemExit as exc:
         return int(exc.code)
-    try:
-        prepare_output(args.output, args.overwrite)
-    except OutputFolderError as exc:
-        return error(str(exc))
-    IDENTIFIERS.clear()
-    start_logging(args.output)
+    refused = start_run(args.output, args.overwrite)
+    if refused is not None:
+        return refused
     return _run(Job(settings, encoder, bank, args.output))
 
 

@@ -15,7 +15,7 @@ from app.settings import TASKS, AppSettings, SettingsError, load_settings, with_
 from cs3f import __version__
 from cs3f.bank import BankError, ReferenceBank
 from cs3f.encoders import ENCODERS, EncoderError, SliceEncoder, load_encoder
-from cs3f.io.run_folder import work_folder
+from cs3f.io.run_folder import OutputFolderError, prepare_output, work_folder
 from cs3f.preprocess.lung_model import LungModelError, load_lung_model
 from cs3f.redaction import IDENTIFIERS
 
@@ -98,6 +98,19 @@ def start_logging(output: Path | None) -> None:
 def error(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 2
+
+
+def start_run(output: Path, overwrite: bool) -> int | None:
+    """Make ``output`` ready for a run's results (:func:`cs3f.io.run_folder.prepare_output`)
+    and log into it, with an empty identifier registry. Returns None, or exit code 2 (said
+    on stderr) when the folder cannot be used."""
+    try:
+        prepare_output(output, overwrite)
+    except OutputFolderError as exc:
+        return error(str(exc))
+    IDENTIFIERS.clear()
+    start_logging(output)
+    return None
 
 
 def settings_and_encoder(args: argparse.Namespace, **cli) -> tuple[AppSettings, SliceEncoder]:
