@@ -63,11 +63,15 @@ def listener(tmp_path_factory):
         orthanc.stop()
 
 
+def _associate(port: int, calling: str, context: str):
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(context)
+    return ae.associate("127.0.0.1", port, ae_title="CS3F")
+
+
 def test_a_calling_ae_title_outside_the_allow_list_is_rejected(listener):
     _, _, port, _, log = listener
-    ae = AE(ae_title="INTRUDER")
-    ae.add_requested_context(Verification)
-    assoc = ae.associate("127.0.0.1", port, ae_title="CS3F")
+    assoc = _associate(port, "INTRUDER", Verification)
     assert assoc.is_rejected
     assert assoc.acceptor.primitive.reason_str == "Calling AE title not recognised"
     _wait_for(lambda: "'INTRUDER' (not in the allow-list)" in log.read_text(), 10, "the log")
@@ -75,9 +79,7 @@ def test_a_calling_ae_title_outside_the_allow_list_is_rejected(listener):
 
 def test_a_study_cut_off_mid_association_is_held(listener):
     _, _, port, out, log = listener
-    ae = AE(ae_title="ROUTER")
-    ae.add_requested_context(MRImageStorage)
-    assoc = ae.associate("127.0.0.1", port, ae_title="CS3F")
+    assoc = _associate(port, "ROUTER", MRImageStorage)
     assert assoc.is_established
     for path in t1_series(FOLDER / CUT)[:17]:
         assert assoc.send_c_store(pydicom.dcmread(path)).Status == 0x0000
