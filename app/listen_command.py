@@ -18,9 +18,11 @@ sender aborted or vanished mid-study is held, never screened in part, until it i
   does; a study is never screened alone, and a batch under about 20 studies gives a warning
   (the method's quality drops): give a bank, or raise ``pacs.batch_studies``.
 
-Each screening writes the usual outputs and ``pacs.json`` into ``OUT/runs/<UTC time>/``, sends
-each screened study's SEG and SR to the PACS (none twice: see :mod:`app.pacs_jobs`), and
-deletes the instances it screened. ``OUT/run.log`` logs it all, studies by pseudonym only.
+First the PACS is asked whether it already holds their SEG and SR (the same study sent
+again): such a study is not screened again (in a batch it is only a reference). Each screening
+writes the usual outputs and ``pacs.json`` into ``OUT/runs/<UTC time>/``, sends each screened
+study's SEG and SR to the PACS (none twice: see :mod:`app.pacs_jobs`), and deletes the
+instances it screened. ``OUT/run.log`` logs it all, studies by pseudonym only.
 SIGTERM or SIGINT stops the listener (exit 0) between screenings; one that arrives during a
 screening stops the process there (Holoscan's handler), and the studies being screened stay in
 the inbox, held. Exit codes: 0 stopped; 2 bad arguments, settings, bank or output folder; 3 the
@@ -95,17 +97,47 @@ def _stop_on_signals(stop: threading.Event) -> None:
         signal.signal(number, lambda *_: stop.set())
 
 
-def _screen(job: Job, inbox: Inbox, keys: list[str]) -> None:
+def _not_in_pacs(job: Job, study_uids: list[str]) -> set[str]:
+    """The studies whose results the PACS does not hold yet (all, if it cannot say)."""
+    try:
+        done = job.in_pacs(study_uids)
+    except PacsError as exc:
+        LOG.warning("cannot ask the PACS for earlier results (%s); screening them all", exc)
+        done = set()
+    for uid in done:
+        job.note(uid, "in the PACS")
+    return set(study_uids) - done
+
+
+def _screen_batch(job: Job, inbox: Inbox, keys: list[str], send: set[str]) -> None:
     batch = inbox.take(keys)
     LOG.info("screening %d complete studies into %s", len(keys), job.output)
     try:
-        job.screen_and_send(batch)
+        job.screen_and_send(batch, send=send)
     except Exception as exc:  # noqa: BLE001  (the listener goes on with the next studies)
         job.error = f"the screening stopped: {type(exc).__name__}"
         LOG.exception("the screening stopped")
     finally:
         shutil.rmtree(batch, ignore_errors=True)
-    job.write_summary(pacs=job.settings.pacs.peer, studies_received=len(keys))
+
+
+def _screen(job: Job, inbox: Inbox, keys: list[str]) -> None:
+    """Screen the complete studies ``keys`` whose results the PACS does not hold yet (in a
+    batch, with the others as references), send their results, write ``pacs.json``."""
+    uids = {key: inbox.study_uid(key) for key in keys}
+    for uid in uids.values():
+        job.outcome(uid).instances = inbox.count(uid)
+    todo = _not_in_pacs(job, list(uids.values()))
+    if job.bank is not None or not todo:  # against a bank each study stands alone
+        for key in keys:
+            if uids[key] not in todo:
+                inbox.discard(uids[key])
+        keys = [key for key in keys if uids[key] in todo]
+    if keys:
+        _screen_batch(job, inbox, keys, todo)
+    else:
+        LOG.info("their results are all in the PACS already: nothing to screen")
+    job.write_summary(pacs=job.settings.pacs.peer, studies_received=len(uids))
     if job.error:
         LOG.error("%s", job.error)
 

@@ -37,12 +37,11 @@ from app.run import error, open_bank, settings_and_encoder, settings_flags, star
 from app.settings import AppSettings
 from cs3f import __version__
 from cs3f.bank import MIN_VOLUMES
-from cs3f.io.result_uids import result_uids
 from cs3f.io.run_folder import work_folder
 from cs3f.pacs import PacsError
 from cs3f.pacs.config import PacsSettings, parse_address
 from cs3f.pacs.inbox import Inbox
-from cs3f.pacs.network import association, find_context, find_studies, is_present
+from cs3f.pacs.network import association, find_context, find_studies
 from cs3f.pacs.retrieve import retrieve_study
 from cs3f.pacs.server import StorageServer
 from cs3f.progress import Progress
@@ -141,16 +140,10 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _query(pacs: PacsSettings, seed: str) -> tuple[list[str], set[str]]:
-    """The matching studies' UIDs, and those whose SEG and SR are both in the PACS."""
+def _query(pacs: PacsSettings) -> list[str]:
+    """The UIDs of the studies matching the query."""
     with association(pacs, [find_context()]) as assoc:
-        studies = [s.uid for s in find_studies(assoc, pacs)]
-        done = set()
-        for uid in studies:
-            derived = [result_uids(seed, uid)[kind] for kind in ("seg", "sr")]
-            if all(is_present(assoc, uid, d.series, d.instance) for d in derived):
-                done.add(uid)
-    return studies, done
+        return [s.uid for s in find_studies(assoc, pacs)]
 
 
 def _retrieve_and_screen(job: Job, fetch: list[str], todo: list[str], done: set[str]) -> None:
@@ -173,6 +166,8 @@ def _retrieve_and_screen(job: Job, fetch: list[str], todo: list[str], done: set[
         arrived = [uid for uid in fetch if job.outcome(uid).instances]
         if job.bank is None and len(arrived) < MIN_VOLUMES:
             job.error = f"{len(arrived)} studies retrieved; a batch needs at least {MIN_VOLUMES}"
+            for uid in set(arrived) & set(todo):
+                job.note(uid, "failed", f"not screened: {job.error}")
         elif any(uid in todo for uid in arrived):
             job.screen_and_send(inbox.folder, send=set(todo))
 
@@ -215,7 +210,8 @@ def _run(job: Job) -> int:
         facts["retrieve"],
     )
     try:
-        studies, done = _query(pacs, settings.results_seed(job.encoder, job.bank))
+        studies = _query(pacs)
+        done = job.in_pacs(studies)
         for uid in sorted(done):
             job.note(uid, "in the PACS")
         LOG.info("%d studies match; %d already have their results there", len(studies), len(done))

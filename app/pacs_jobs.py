@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,8 +30,10 @@ from app.settings import AppSettings
 from cs3f.bank import ReferenceBank
 from cs3f.encoders import SliceEncoder
 from cs3f.io.outputs import pseudonym, write_text
+from cs3f.io.result_uids import result_uids
 from cs3f.pacs import PacsError
 from cs3f.pacs.inbox import folder_key
+from cs3f.pacs.network import association, find_context, is_present
 from cs3f.pacs.send import send_results
 
 __all__ = ["FAILED", "Job", "Outcome"]
@@ -87,6 +89,23 @@ class Job:
             LOG.warning("study %s: %s: %s", outcome.pseudonym, status, reason)
         elif status == "sent":
             LOG.info("study %s: SEG and SR in the PACS", outcome.pseudonym)
+
+    def in_pacs(self, study_uids: Iterable[str]) -> set[str]:
+        """The studies among ``study_uids`` whose SEG and SR the PACS already holds: their
+        UIDs derive from the study and this run's settings (:mod:`cs3f.io.result_uids`), so
+        one instance-level C-FIND each says whether they are there.
+
+        Raises:
+            PacsError: the PACS cannot be reached, refuses, or fails a query.
+        """
+        seed = self.settings.results_seed(self.encoder, self.bank)
+        done = set()
+        with association(self.settings.pacs, [find_context()]) as assoc:
+            for uid in study_uids:
+                derived = [result_uids(seed, uid)[kind] for kind in ("seg", "sr")]
+                if all(is_present(assoc, uid, d.series, d.instance) for d in derived):
+                    done.add(uid)
+        return done
 
     def screen_and_send(self, folder: Path, send: Collection[str] | None = None) -> None:
         """Screen the studies in ``folder`` (any nesting) and send the results of the scored

@@ -3,8 +3,9 @@ receiving the results. Without a bank it screens complete studies as a batch of 
 
 In order: a calling AE title outside the allow-list is rejected; a router that sends half of a
 study and aborts leaves it held, never screened; Orthanc pushes two studies, which are
-screened together and whose SEG and SR arrive in Orthanc; SIGTERM stops the listener with exit
-0, the held study still in its inbox. Screening settings are the seconds-long ``orthanc.FAST``.
+screened together and whose SEG and SR arrive in Orthanc; pushed again, they are found done in
+Orthanc and not screened again; SIGTERM stops the listener with exit 0, the held study still
+in its inbox. Screening settings are the seconds-long ``orthanc.FAST``.
 """
 
 import io
@@ -114,6 +115,23 @@ def test_pushed_studies_are_screened_together_and_their_results_sent(listener):
     assert json.loads((run / "scores.json").read_text())["run"]["batch_size"] == 2
     text = log.read_text()
     assert "crlab" not in text and "19700606" not in text  # PatientID, birth date
+
+
+def test_studies_sent_again_are_not_screened_again(listener):
+    orthanc, _, _, out, log = listener
+    studies = [header(t1_series(FOLDER / s)[0]).StudyInstanceUID for s in PUSHED]
+    before = orthanc.get("/statistics")["CountInstances"]
+    ids = [orthanc.study_id(uid) for uid in studies]
+    orthanc.request("POST", "/modalities/cs3f/store", {"Resources": ids, "Synchronous": True})
+    _wait_for(lambda: len(list((out / "runs").glob("*/pacs.json"))) == 2, 60, "a second run")
+    run = sorted((out / "runs").iterdir())[-1]
+    summary = json.loads((run / "pacs.json").read_text())
+    assert {s["study_instance_uid"]: s["status"] for s in summary["studies"]} == {
+        uid: "in the PACS" for uid in studies
+    }
+    assert not (run / "scores.csv").exists()  # nothing screened
+    assert orthanc.get("/statistics")["CountInstances"] == before
+    assert "their results are all in the PACS already" in log.read_text()
 
 
 def test_sigterm_stops_the_listener_and_the_held_study_stays(listener):

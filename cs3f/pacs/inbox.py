@@ -40,6 +40,7 @@ def folder_key(uid: str) -> str:
 @dataclass
 class _Study:
     key: str
+    uid: str = ""  # its StudyInstanceUID ("" for one an earlier process left, until sent again)
     instances: int = 0
     last: float = 0.0  # clock time of the last instance or association end
     senders: set[int] = field(default_factory=set)  # open associations that sent part of it
@@ -67,7 +68,7 @@ class Inbox:
             batch.rmdir()
         for study in sorted(p for p in self.folder.iterdir() if p.is_dir()):
             count = sum(1 for _ in study.glob("*.dcm"))
-            self._studies[study.name] = _Study(study.name, count, clock(), held=True)
+            self._studies[study.name] = _Study(study.name, "", count, clock(), held=True)
 
     # ----- receiving
 
@@ -84,6 +85,7 @@ class Inbox:
             if study is None:
                 study = self._studies[key] = _Study(key)
                 LOG.info("receiving study %s", pseudonym(key))
+            study.uid = study_uid
             study.senders.add(sender)
             study.last = self.clock()
         path = self.folder / key / f"{folder_key(instance_uid)}.dcm"
@@ -150,6 +152,11 @@ class Inbox:
                 for s in self._studies.values()
                 if not s.senders and not s.held and now - s.last >= quiet_s
             )
+
+    def study_uid(self, key: str) -> str:
+        """The StudyInstanceUID of the study ``key`` (a key :meth:`complete` gave)."""
+        with self._lock:
+            return self._studies[key].uid
 
     def held(self) -> list[str]:
         """Keys of the held studies (see the module docstring)."""
