@@ -36,7 +36,6 @@ from app.pacs_jobs import Job
 from app.run import error, open_bank, settings_and_encoder, settings_flags, start_run
 from app.settings import AppSettings
 from cs3f import __version__
-from cs3f.bank import MIN_VOLUMES
 from cs3f.io.run_folder import work_folder
 from cs3f.pacs import PacsError
 from cs3f.pacs.config import PacsSettings, parse_address
@@ -45,6 +44,7 @@ from cs3f.pacs.network import association, find_context, find_studies
 from cs3f.pacs.retrieve import retrieve_study
 from cs3f.pacs.server import StorageServer
 from cs3f.progress import Progress
+from cs3f.screening import MIN_STUDIES
 
 LOG = logging.getLogger("cs3f.app")
 UNREACHABLE = 3
@@ -164,10 +164,8 @@ def _retrieve_and_screen(job: Job, fetch: list[str], todo: list[str], done: set[
                         job.note(uid, "not retrieved", str(exc))
                 progress.step()
         arrived = [uid for uid in fetch if job.outcome(uid).instances]
-        if job.bank is None and len(arrived) < MIN_VOLUMES:
-            job.error = f"{len(arrived)} studies retrieved; a batch needs at least {MIN_VOLUMES}"
-            for uid in set(arrived) & set(todo):
-                job.note(uid, "failed", f"not screened: {job.error}")
+        if job.bank is None and len(arrived) < MIN_STUDIES:
+            job.error = f"{len(arrived)} studies retrieved; a batch needs at least {MIN_STUDIES}"
         elif any(uid in todo for uid in arrived):
             job.screen_and_send(inbox.folder, send=set(todo))
 
@@ -217,13 +215,17 @@ def _run(job: Job) -> int:
         LOG.info("%d studies match; %d already have their results there", len(studies), len(done))
         todo = [uid for uid in studies if uid not in done]
         fetch = todo if job.bank else studies  # a batch needs the others as references
-        if todo and job.bank is None and len(fetch) < MIN_VOLUMES:
+        if todo and job.bank is None and len(fetch) < MIN_STUDIES:
             job.error = (
                 f"one study to screen and no other to compare it with; a batch needs at least "
-                f"{MIN_VOLUMES} studies: screen it against a reference bank (--bank)"
+                f"{MIN_STUDIES} studies: screen it against a reference bank (--bank)"
             )
         elif todo:
             _retrieve_and_screen(job, fetch, todo, done)
+        if job.error:  # the batch as a whole could not be screened
+            for uid in todo:
+                if not job.outcome(uid).status:
+                    job.note(uid, "failed", f"not screened: {job.error}")
     except PacsError as exc:  # the PACS or our C-MOVE port, before anything was exchanged
         LOG.error("%s", exc)
         job.error = str(exc)
