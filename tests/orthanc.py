@@ -140,6 +140,7 @@ def store(port: int, paths: list[Path], calling: str = "LOADER", called: str = A
     finally:
         assoc.release()
 
+
 DECUBITUS = ("HFS", "HFP", "HFDL", "HFDR")
 FAST = [
     "--encoder", "histogram",

@@ -30,8 +30,8 @@ from orthanc import (
 )
 
 from app.__main__ import main
-from cs3f.io.dicom_sr import FLAGGED, PERCENTILE
 from cs3f.io.dicom_pmap import QUANTITY
+from cs3f.io.dicom_sr import FLAGGED, PERCENTILE
 
 FOLDER = SHARED_DATA / "dicom" / "decubitus"
 pytestmark = [
