@@ -7,9 +7,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import ssl
 from dataclasses import dataclass
+
+from cs3f.screening import MIN_STUDIES
 
 __all__ = ["PacsSettings", "check_ae_title", "parse_address"]
 
@@ -36,6 +39,20 @@ def parse_address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _check_dates(text: str) -> None:
+    """Refuse a StudyDate range that is not ``YYYYMMDD-YYYYMMDD`` of real dates (an end may be
+    left open; one date alone is a range of one day)."""
+    found = _DATE_RANGE.match(text)
+    if not found or text == "-":
+        raise ValueError(f"study_date must be YYYYMMDD-YYYYMMDD, got {text!r}")
+    for date in (found.group(1), found.group(3)):
+        if date:
+            try:
+                dt.datetime.strptime(date, "%Y%m%d")
+            except ValueError:
+                raise ValueError(f"study_date: {date} is not a date") from None
+
+
 def _check_port(value: int, what: str, zero: bool = False) -> None:
     if not (0 if zero else 1) <= value <= 65535:
         raise ValueError(f"{what} must be in {0 if zero else 1}-65535, got {value}")
@@ -52,6 +69,10 @@ class PacsSettings:
         aet: this program's AE title: the calling AE title of its requests, the one its
             C-STORE SCP answers to (and the C-MOVE destination the PACS must know).
         listen_port: the port ``python -m app listen`` accepts C-STORE on.
+        bind: the address our C-STORE SCP (the listener, and ``pacs`` with ``move_port``)
+            listens on: ``127.0.0.1`` (the default) accepts connections from this machine only;
+            ``0.0.0.0`` (or one interface's address) from the network, where a PACS on another
+            host needs it.
         move_port: ``python -m app pacs`` retrieves by C-MOVE to its own C-STORE SCP on this
             port; 0 = by C-GET (no inbound port needed).
         allowed_aets: calling AE titles our C-STORE SCP accepts besides ``called_aet`` (which
@@ -65,8 +86,14 @@ class PacsSettings:
         quiet_s: the listener deems a study complete after this many seconds without a new
             instance of it (and no association still sending it).
         batch_studies: the listener without a reference bank screens complete studies together
-            once at least this many are complete (>= 2: a batch compares studies with each other).
-        timeout_s: seconds the network, association and DIMSE exchanges may stay silent.
+            once at least this many are complete (at least
+            :data:`~cs3f.screening.MIN_STUDIES`: a batch compares studies with each other).
+        timeout_s: seconds the network, association and DIMSE exchanges we start may stay
+            silent.
+        scp_timeout_s: seconds an association with our C-STORE SCP may stay silent before we
+            close it (its study is then held until sent again: senders must release).
+        retry_s: the listener tries again to send results the PACS did not take every this
+            many seconds.
         tls: secure every association with TLS (ours as a client and as a server).
         tls_cert, tls_key: this program's certificate chain and private key (PEM files): needed
             to listen with TLS, and sent to a PACS that asks for a client certificate.
@@ -80,6 +107,7 @@ class PacsSettings:
     called_aet: str = ""
     aet: str = "CS3F"
     listen_port: int = 11112
+    bind: str = "127.0.0.1"
     move_port: int = 0
     allowed_aets: tuple[str, ...] = ()
     modality: str = "MR"
@@ -89,6 +117,8 @@ class PacsSettings:
     quiet_s: float = 10.0
     batch_studies: int = 2
     timeout_s: float = 30.0
+    scp_timeout_s: float = 600.0
+    retry_s: float = 60.0
     tls: bool = False
     tls_cert: str = ""
     tls_key: str = ""
@@ -103,12 +133,12 @@ class PacsSettings:
         _check_port(self.port, "port")
         _check_port(self.listen_port, "listen_port")
         _check_port(self.move_port, "move_port", zero=True)
-        if not _DATE_RANGE.match(self.study_date) or self.study_date == "-":
-            raise ValueError(f"study_date must be YYYYMMDD-YYYYMMDD, got {self.study_date!r}")
-        if self.quiet_s <= 0 or self.timeout_s <= 0:
-            raise ValueError("quiet_s and timeout_s must be > 0")
-        if self.batch_studies < 2:
-            raise ValueError(f"batch_studies must be >= 2, got {self.batch_studies}")
+        _check_dates(self.study_date)
+        for name in ("quiet_s", "timeout_s", "scp_timeout_s", "retry_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0 (seconds), got {getattr(self, name)}")
+        if self.batch_studies < MIN_STUDIES:
+            raise ValueError(f"batch_studies must be >= {MIN_STUDIES}, got {self.batch_studies}")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("give tls_cert and tls_key together")
 
