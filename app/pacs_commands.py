@@ -6,22 +6,26 @@
         [the settings flags of python -m app] [--overwrite]
 
 1. C-FIND at study level (modality, date range, description); for each match, whether its SEG
-   and SR (whose UIDs derive from the study, this version, the settings and the reference:
+   and SR (whose UIDs derive from the study, its series screened, this version, the settings,
+   the selection rules, the modality and body part, and the reference:
    :mod:`cs3f.io.result_uids`) are already in the PACS: such a study is done.
 2. The others are retrieved, by C-GET, or by C-MOVE to our own C-STORE SCP with
-   ``--move-port`` (series of the modality only, each study whole or not at all), into a work
-   folder that never outlives the run. Against a bank only they are; a batch needs the others
-   too, as references (their results, already in the PACS, are not sent again).
+   ``--move-port`` (series of the modality only, each study whole or not at all: see
+   :mod:`cs3f.pacs.retrieve`), one at a time into a work folder that never outlives the run;
+   our SCP refuses instances of any study but the one being retrieved, and only a study whose
+   retrieval succeeded moves on to the folder that is screened. Against a bank only they are
+   retrieved; a batch needs the others too, as references (their results, already in the PACS,
+   are not sent again): every matching study is retrieved then, however many.
 3. The app's own run screens them into OUT (as ``python -m app``), and each screened study's
    SEG and SR go back to the PACS; ``OUT/pacs.json`` says what became of every study
    (:mod:`app.pacs_jobs`).
 
-Exit codes: 0 every matching study has its results in the PACS (or was skipped by the series
-rules, or none matched); 1 the batch could not be scored as a whole; 2 bad arguments, settings,
-bank or output folder; 3 no exchange with the PACS was possible (it cannot be reached, refused
-the association or the query, or the C-MOVE port cannot be opened): nothing was retrieved or
-sent; 4 some studies were not retrieved, screened or sent, the others were (pacs.json: which,
-and why).
+Exit codes: 0 every matching study has its results in the PACS (or was skipped: no series of
+images of the modality, or none matched the series rules; or none matched); 1 the batch could
+not be scored as a whole; 2 bad arguments, settings, bank or output folder; 3 no exchange with
+the PACS was possible (it cannot be reached, refused the association or the query, or the
+C-MOVE port cannot be opened): nothing was retrieved or sent; 4 some studies were not
+retrieved, screened or sent, the others were (pacs.json: which, and why).
 """
 
 from __future__ import annotations
@@ -37,11 +41,11 @@ from app.run import error, open_bank, settings_and_encoder, settings_flags, star
 from app.settings import AppSettings
 from cs3f import __version__
 from cs3f.io.run_folder import work_folder
-from cs3f.pacs import PacsError
+from cs3f.pacs import NothingToRetrieve, PacsError
 from cs3f.pacs.config import PacsSettings, parse_address
 from cs3f.pacs.inbox import Inbox
 from cs3f.pacs.network import association, find_context, find_studies
-from cs3f.pacs.retrieve import retrieve_study
+from cs3f.pacs.retrieve import IMAGE_STORAGE, TRANSFER_SYNTAXES, retrieve_study
 from cs3f.pacs.server import StorageServer
 from cs3f.progress import Progress
 from cs3f.screening import MIN_STUDIES
@@ -64,6 +68,12 @@ def common_flags(parser: argparse.ArgumentParser) -> None:
         help="a calling AE title our C-STORE SCP accepts besides the PACS's (repeatable; "
         "pacs.allowed_aets); any other is rejected",
     )
+    parser.add_argument(
+        "--bind",
+        metavar="ADDRESS",
+        help="the address our C-STORE SCP listens on (pacs.bind; default 127.0.0.1: this "
+        "machine only; 0.0.0.0: every interface)",
+    )
     parser.add_argument("--tls", action="store_true", default=None, help="use TLS (pacs.tls)")
     parser.add_argument("--tls-cert", help="our certificate chain, PEM (pacs.tls_cert)")
     parser.add_argument("--tls-key", help="our private key, PEM (pacs.tls_key)")
@@ -85,6 +95,7 @@ def pacs_values(args: argparse.Namespace) -> dict:
         "called_aet": args.called_aet,
         "aet": args.aet,
         "allowed_aets": args.allow_aet,
+        "bind": args.bind,
         "tls": args.tls,
         "tls_cert": args.tls_cert,
         "tls_key": args.tls_key,
@@ -143,31 +154,56 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
 def _query(pacs: PacsSettings) -> list[str]:
     """The UIDs of the studies matching the query."""
     with association(pacs, [find_context()]) as assoc:
-        return [s.uid for s in find_studies(assoc, pacs)]
+        return find_studies(assoc, pacs)
+
+
+def retrieve_all(job: Job, fetch: list[str], done: set[str], inbox: Inbox, ready: Path) -> None:
+    """Retrieve the studies ``fetch`` one at a time into ``inbox`` (by C-MOVE when our SCP
+    runs on ``pacs.move_port``, into ``inbox`` too) and move each that arrived whole into
+    ``ready``, noting every study's outcome (``done``: their results are in the PACS already,
+    they are retrieved only as references). The inbox accepts instances of the study being
+    retrieved only."""
+    pacs = job.settings.pacs
+    progress = Progress(LOG, "retrieve", len(fetch))
+    for uid in fetch:
+        inbox.expect({uid})
+        try:
+            got = retrieve_study(pacs, uid, inbox, bool(pacs.move_port))
+        except NothingToRetrieve as exc:
+            job.note(uid, "in the PACS" if uid in done else "skipped", str(exc))
+        except PacsError as exc:
+            if uid in done:  # only a reference: its own results are in the PACS
+                job.note(uid, "in the PACS", f"not retrieved as a reference: {exc}")
+            else:
+                job.note(uid, "not retrieved", str(exc))
+        else:
+            inbox.expect(())  # nothing more of it joins it from here
+            job.outcome(uid).instances = inbox.hand_over(uid, ready).instances
+            for why in got.left_out:
+                LOG.info("study %s: left out %s", job.outcome(uid).pseudonym, why)
+        finally:
+            inbox.expect(())
+        progress.step()
 
 
 def _retrieve_and_screen(job: Job, fetch: list[str], todo: list[str], done: set[str]) -> None:
     """Retrieve ``fetch``, screen what arrived whole and send the results of ``todo``."""
     pacs = job.settings.pacs
     with work_folder(job.output) as work:
-        inbox = Inbox(work / "studies")
-        server = StorageServer(pacs, pacs.move_port, inbox) if pacs.move_port else None
-        progress = Progress(LOG, "retrieve", len(fetch))
+        inbox, ready = Inbox(work / "incoming"), work / "ready"
+        inbox.expect(())  # nothing until a retrieval asks for a study
+        server = (
+            StorageServer(pacs, pacs.move_port, inbox, IMAGE_STORAGE, TRANSFER_SYNTAXES)
+            if pacs.move_port
+            else None
+        )
         with server or contextlib.nullcontext():
-            for uid in fetch:
-                try:
-                    job.outcome(uid).instances = retrieve_study(pacs, uid, inbox, bool(server))
-                except PacsError as exc:
-                    if uid in done:  # only a reference: its own results are in the PACS
-                        job.note(uid, "in the PACS", f"not retrieved as a reference: {exc}")
-                    else:
-                        job.note(uid, "not retrieved", str(exc))
-                progress.step()
+            retrieve_all(job, fetch, done, inbox, ready)
         arrived = [uid for uid in fetch if job.outcome(uid).instances]
         if job.bank is None and len(arrived) < MIN_STUDIES:
             job.error = f"{len(arrived)} studies retrieved; a batch needs at least {MIN_STUDIES}"
         elif any(uid in todo for uid in arrived):
-            job.screen_and_send(inbox.folder, send=set(todo))
+            job.screen_and_send(ready, send=set(todo))
 
 
 def pacs_main(argv: list[str]) -> int:
@@ -180,7 +216,8 @@ def pacs_main(argv: list[str]) -> int:
     refused = start_run(args.output, args.overwrite)
     if refused is not None:
         return refused
-    return _run(Job(settings, encoder, bank, args.output))
+    series = {"modality": settings.pacs.modality, "body_part": settings.pacs.body_part}
+    return _run(Job(settings, encoder, bank, args.output, series))
 
 
 def _facts(settings: AppSettings, bank) -> dict:

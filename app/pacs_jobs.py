@@ -13,15 +13,18 @@ A study's ``status`` in ``pacs.json``:
 | ``reference`` | its results were already there; retrieved again only to complete the batch | no |
 | ``skipped`` | no series matched the selection rules (the reason says what it had) | no |
 | ``not retrieved`` | the PACS did not deliver it whole; nothing of it was screened or sent | yes |
-| ``failed`` | the screening failed on it (the reason says where); nothing sent | yes |
+| ``failed`` | the screening failed on it or did not find it (the reason says); nothing sent | yes |
 | ``not sent`` | screened, but the PACS did not store its results (``sent``: any it did) | yes |
+
+A study's results (``files``, relative to the output folder) stay there: a study ``not sent``
+can be sent again from them (:meth:`Job.resend`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,7 +36,7 @@ from cs3f.io.outputs import pseudonym, write_text
 from cs3f.io.result_uids import result_uids
 from cs3f.pacs import PacsError
 from cs3f.pacs.inbox import folder_key
-from cs3f.pacs.network import association, find_context, is_present
+from cs3f.pacs.network import association, find_context, study_series
 from cs3f.pacs.send import send_results
 
 __all__ = ["FAILED", "Job", "Outcome"]
@@ -49,6 +52,7 @@ class Outcome:
     Attributes:
         instances: instances retrieved or received.
         sent, present: SOP instance UIDs of its results stored now / already in the PACS.
+        files: its result objects to send (SEG, SR), relative to the output folder.
     """
 
     study_instance_uid: str
@@ -58,19 +62,27 @@ class Outcome:
     instances: int = 0
     sent: list[str] = field(default_factory=list)
     present: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
 
 
 class Job:
-    """One screening of studies from the PACS into ``output`` and the results back to it."""
+    """One screening of studies from the PACS into ``output`` and the results back to it.
+
+    ``series``: what the job retrieves of a study, as the derived UIDs record it
+    (:meth:`AppSettings.results_seed`): the query's modality and body part, or nothing for
+    every series a sender sent. ``encoder`` None: a job that only sends (:meth:`resend`).
+    """
 
     def __init__(
         self,
         settings: AppSettings,
-        encoder: SliceEncoder,
+        encoder: SliceEncoder | None,
         bank: ReferenceBank | None,
         output: Path,
+        series: Mapping[str, str],
     ) -> None:
         self.settings, self.encoder, self.bank, self.output = settings, encoder, bank, output
+        self.seed = settings.results_seed(encoder, bank, series) if encoder else ""
         self.outcomes: dict[str, Outcome] = {}
         self.error = ""
 
@@ -92,25 +104,30 @@ class Job:
 
     def in_pacs(self, study_uids: Iterable[str]) -> set[str]:
         """The studies among ``study_uids`` whose SEG and SR the PACS already holds: their
-        UIDs derive from the study and this run's settings (:mod:`cs3f.io.result_uids`), so
-        one instance-level C-FIND each says whether they are there.
+        series UIDs derive from the study, its series screened and this job's seed
+        (:mod:`cs3f.io.result_uids`), so one SERIES-level C-FIND per study says whether, for a
+        series of it, both are there. (Which series the rules would choose needs the
+        instances; a series they chose under the same seed, and so the same rules, counts.)
 
         Raises:
             PacsError: the PACS cannot be reached, refuses, or fails a query.
         """
-        seed = self.settings.results_seed(self.encoder, self.bank)
         done = set()
         with association(self.settings.pacs, [find_context()]) as assoc:
             for uid in study_uids:
-                derived = [result_uids(seed, uid)[kind] for kind in ("seg", "sr")]
-                if all(is_present(assoc, uid, d.series, d.instance) for d in derived):
-                    done.add(uid)
+                series = study_series(assoc, uid)
+                for source in series:
+                    derived = result_uids(self.seed, uid, source)
+                    if derived["seg"].series in series and derived["sr"].series in series:
+                        done.add(uid)
+                        break
         return done
 
-    def screen_and_send(self, folder: Path, send: Collection[str] | None = None) -> None:
+    def screen_and_send(self, folder: Path, send: Collection[str]) -> None:
         """Screen the studies in ``folder`` (any nesting) and send the results of the scored
-        ones among ``send`` (StudyInstanceUIDs; None: all) to the PACS. A batch that cannot be
-        scored as a whole sets :attr:`error`."""
+        ones among ``send`` (StudyInstanceUIDs; the others are references) to the PACS. A study
+        of ``send`` the screening did not report on fails; a batch that cannot be scored as a
+        whole sets :attr:`error`."""
         application = run_app(
             folder,
             self.output,
@@ -120,6 +137,7 @@ class Job:
             encoder=self.encoder,
             run=run_info(self.settings, self.encoder, self.bank),
             bank=self.bank,
+            results_seed=self.seed,
         )
         written = application.report.result if application.report else None
         if written is None:
@@ -129,14 +147,46 @@ class Job:
         files = {}
         for row in written.ledger.rows:
             uid = row.study_instance_uid
-            if send is not None and uid not in send:
+            if uid not in send:
                 self.note(uid, "reference")
             elif row.status != "scored":
                 self.note(uid, row.status, row.reason)
             else:
-                files[uid] = [self.output / kind / f"{row.key}.dcm" for kind in ("seg", "sr")]
+                self.outcome(uid).files = [f"{kind}/{row.key}.dcm" for kind in ("seg", "sr")]
+                files[uid] = [self.output / f for f in self.outcome(uid).files]
+        for uid in send:
+            if not self.outcome(uid).status and uid not in files:
+                self.note(uid, "failed", "not found by the screening")
         if files:
             self._send(files)
+
+    def resend(self) -> int:
+        """Send again the results of the studies ``not sent`` (those whose files are here);
+        returns how many are still not sent."""
+        files = {
+            uid: [self.output / f for f in o.files]
+            for uid, o in self.outcomes.items()
+            if o.status == "not sent" and o.files
+        }
+        if files:
+            self._send(files)
+        return sum(o.status == "not sent" for o in self.outcomes.values())
+
+    @classmethod
+    def reopen(cls, settings: AppSettings, output: Path) -> tuple[Job, dict]:
+        """The job whose ``pacs.json`` is in ``output``, to :meth:`resend` from, and the facts
+        it recorded (for :meth:`write_summary`).
+
+        Raises:
+            OSError, ValueError, TypeError: no readable ``pacs.json`` of this version there.
+        """
+        summary = json.loads((output / "pacs.json").read_text(encoding="utf-8"))
+        job = cls(settings, None, None, output, {})
+        studies = summary.pop("studies")
+        job.error = summary.pop("error")
+        for study in studies:
+            job.outcomes[study["study_instance_uid"]] = Outcome(**study)
+        return job, summary
 
     def _send(self, files: dict[str, list[Path]]) -> None:
         LOG.info("sending the results of %d studies to %s", len(files), self.settings.pacs.peer)
@@ -148,7 +198,8 @@ class Job:
             return
         for uid, sent in results.items():
             outcome = self.outcome(uid)
-            outcome.sent, outcome.present = sent.sent, sent.present
+            outcome.sent += sent.sent
+            outcome.present += sent.present
             if sent.error:
                 self.note(uid, "not sent", sent.error)
             else:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,12 +127,23 @@ class AppSettings:
             encoder, self.tokens, self.scoring, self.screening, preprocess | {"task": self.task}
         )
 
-    def results_seed(self, encoder: SliceEncoder, bank: ReferenceBank | None) -> str:
-        """The seed of the UIDs of every object the run derives from a study
-        (:mod:`cs3f.io.result_uids`): this version, the run's identity and the reference (the
-        bank's fingerprint, or the batch)."""
+    def rules_sha256(self) -> str:
+        """The SHA-256 of the series-selection rules (their JSON, white space and key order
+        aside)."""
+        rules = json.dumps(json.loads(self.rules_json()), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(rules.encode()).hexdigest()
+
+    def results_seed(
+        self, encoder: SliceEncoder, bank: ReferenceBank | None, series: Mapping[str, str]
+    ) -> str:
+        """The seed of the UIDs of every object a job next to a PACS derives from a study
+        (:mod:`cs3f.io.result_uids`): this version, the run's identity, the reference (the
+        bank's fingerprint, or the batch) and what chooses the series: the selection rules'
+        SHA-256 and ``series``, what the job retrieves (e.g. the query's modality and body part;
+        empty: every series sent)."""
         reference = bank.fingerprint if bank else "batch"
-        return results_seed(__version__, self.identity(encoder), reference)
+        selection = {"rules_sha256": self.rules_sha256(), "series": dict(series)}
+        return results_seed(__version__, self.identity(encoder), reference, selection)
 
 
 def _check_type(value, default, name: str) -> None:

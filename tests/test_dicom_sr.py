@@ -1,7 +1,7 @@
 """The result SR: highdicom reads back the score, percentile, flag and thresholds, the region's
 volume and its reference to the SEG's segment; dciodvfy finds no error; and the UIDs every
-derived object gets are the same for the same study, version, settings and reference, and
-differ when any of them does."""
+derived object gets are the same for the same study, series, version, settings, selection and
+reference, and differ when any of them does."""
 
 import shutil
 import subprocess
@@ -40,7 +40,7 @@ def written(tmp_path):
     slices = series_volume([pydicom.dcmread(p) for p in paths])[1]
     mask = np.zeros((12, 10, 8), bool)
     mask[3:6, 2:5, 1:4] = True
-    uids = result_uids(results_seed("0.1.0", {"tokens": {"dim": 16}}, "batch"), "1.2.3")
+    uids = result_uids(results_seed("0.1.0", {"tokens": {"dim": 16}}, "batch", {}), "1.2.3", "4")
     seg = anomaly_segmentation(slices, mask, RESULT.encoder, 0.3, uids=uids["seg"])
     report = screening_report(seg, slices, RESULT, uids["sr"])
     report.save_as(tmp_path / "sr.dcm")
@@ -77,18 +77,22 @@ def test_the_report_passes_dciodvfy(written, tmp_path):
     assert not [line for line in result.stderr.splitlines() if line.startswith("Error")]
 
 
-def test_derived_uids_follow_study_version_settings_and_reference():
-    seed = results_seed("0.1.0", {"tokens": {"dim": 16}}, "batch")
-    first = result_uids(seed, "1.2.3")
-    assert first == result_uids(results_seed("0.1.0", {"tokens": {"dim": 16}}, "batch"), "1.2.3")
+def test_derived_uids_follow_study_series_version_settings_selection_and_reference():
+    def seed(version="0.1.0", dim=16, reference="batch", rules="ab") -> str:
+        return results_seed(version, {"tokens": {"dim": dim}}, reference, {"rules": rules})
+
+    first = result_uids(seed(), "1.2.3", "1.2.3.4")
+    assert first == result_uids(seed(), "1.2.3", "1.2.3.4")
     others = [
-        result_uids(seed, "1.2.4"),
-        result_uids(results_seed("0.2.0", {"tokens": {"dim": 16}}, "batch"), "1.2.3"),
-        result_uids(results_seed("0.1.0", {"tokens": {"dim": 32}}, "batch"), "1.2.3"),
-        result_uids(results_seed("0.1.0", {"tokens": {"dim": 16}}, "bank:ab12"), "1.2.3"),
+        result_uids(seed(), "1.2.4", "1.2.3.4"),
+        result_uids(seed(), "1.2.3", "1.2.3.5"),
+        result_uids(seed(version="0.2.0"), "1.2.3", "1.2.3.4"),
+        result_uids(seed(dim=32), "1.2.3", "1.2.3.4"),
+        result_uids(seed(reference="bank:ab12"), "1.2.3", "1.2.3.4"),
+        result_uids(seed(rules="cd"), "1.2.3", "1.2.3.4"),
     ]
     uids = {u for ids in [first, *others] for d in ids.values() for u in (d.series, d.instance)}
-    assert len(uids) == 5 * 2 * len(RESULTS)  # all distinct
+    assert len(uids) == 7 * 2 * len(RESULTS)  # all distinct
     for uid in uids:
         assert uid.startswith("2.25.") and len(uid) <= 64
         assert pydicom.uid.UID(uid).is_valid

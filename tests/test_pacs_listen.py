@@ -1,11 +1,13 @@
 """``python -m app listen`` as a process, with a real PACS (Orthanc) pushing studies to it and
 receiving the results. Without a bank it screens complete studies as a batch of at least two.
 
-In order: a calling AE title outside the allow-list is rejected; a router that sends half of a
-study and aborts leaves it held, never screened; Orthanc pushes two studies, which are
-screened together and whose SEG and SR arrive in Orthanc; pushed again, they are found done in
-Orthanc and not screened again; SIGTERM stops the listener with exit 0, the held study still
-in its inbox. Screening settings are the seconds-long ``orthanc.FAST``.
+One listener runs for the module; what the tests do to it is chained through module fixtures
+(as in test_pacs_orthanc.py), so any test runs alone or in any order: a calling AE title outside
+the allow-list is rejected; a router that sends half of a study and aborts leaves it held, never
+screened; Orthanc pushes two studies, which are screened together and whose SEG and SR arrive
+in Orthanc; pushed again, they are found done in Orthanc and not screened again; SIGTERM stops
+the listener with exit 0, the held study still in its inbox. Screening settings are the
+seconds-long ``orthanc.FAST``.
 """
 
 import io
@@ -70,38 +72,80 @@ def _associate(port: int, calling: str, context: str):
     return ae.associate("127.0.0.1", port, ae_title="CS3F")
 
 
-def test_a_calling_ae_title_outside_the_allow_list_is_rejected(listener):
+@pytest.fixture(scope="module")
+def cut(listener) -> str:
+    """A router sends 17 instances of a study and aborts: the study's UID, once held."""
     _, _, port, _, log = listener
-    assoc = _associate(port, "INTRUDER", Verification)
-    assert assoc.is_rejected
-    assert assoc.acceptor.primitive.reason_str == "Calling AE title not recognised"
-    _wait_for(lambda: "'INTRUDER' (not in the allow-list)" in log.read_text(), 10, "the log")
-
-
-def test_a_study_cut_off_mid_association_is_held(listener):
-    _, _, port, out, log = listener
     assoc = _associate(port, "ROUTER", MRImageStorage)
     assert assoc.is_established
     for path in t1_series(FOLDER / CUT)[:17]:
         assert assoc.send_c_store(pydicom.dcmread(path)).Status == 0x0000
     assoc.abort()  # the router goes away mid-study
-    _wait_for(lambda: "held until it is sent again" in log.read_text(), 10, "the study held")
-    study = header(t1_series(FOLDER / CUT)[0]).StudyInstanceUID
-    assert len(list((out / "inbox" / study).glob("*.dcm"))) == 17
+    _wait_for(lambda: "held until it is sent again" in log.read_text(), 30, "the study held")
+    return header(t1_series(FOLDER / CUT)[0]).StudyInstanceUID
 
 
-def test_pushed_studies_are_screened_together_and_their_results_sent(listener):
-    orthanc, _, _, out, log = listener
-    studies = {s: header(t1_series(FOLDER / s)[0]).StudyInstanceUID for s in PUSHED}
-    ids = [orthanc.study_id(uid) for uid in studies.values()]
+def _push(orthanc: Orthanc, studies) -> None:
+    ids = [orthanc.study_id(uid) for uid in studies]
     orthanc.request("POST", "/modalities/cs3f/store", {"Resources": ids, "Synchronous": True})
+
+
+def _runs(out: Path) -> list[Path]:
+    """The listener's run folders that have their pacs.json, oldest first."""
+    return sorted(p.parent for p in (out / "runs").glob("*/pacs.json"))
+
+
+@pytest.fixture(scope="module")
+def first_push(listener) -> tuple[dict[str, str], Path]:
+    """Orthanc pushes the two studies: (their UIDs by position, the run that screened them)."""
+    orthanc, _, _, out, _ = listener
+    studies = {s: header(t1_series(FOLDER / s)[0]).StudyInstanceUID for s in PUSHED}
+    _push(orthanc, studies.values())
 
     def delivered() -> bool:  # in Orthanc, and the listener's record of it written
         sent = all(orthanc.instances(u, m) for u in studies.values() for m in ("SEG", "SR"))
-        return sent and any((out / "runs").glob("*/pacs.json"))
+        return sent and bool(_runs(out))
 
     _wait_for(delivered, 300, "the SEGs and SRs in Orthanc")
-    (run,) = sorted((out / "runs").iterdir())  # one screening: both studies, one batch
+    (run,) = _runs(out)  # one screening: both studies, one batch
+    return studies, run
+
+
+@pytest.fixture(scope="module")
+def second_push(listener, first_push) -> tuple[Path, int, int]:
+    """Orthanc pushes the two studies again: (the run, Orthanc's instances before, after)."""
+    orthanc, _, _, out, _ = listener
+    before = orthanc.get("/statistics")["CountInstances"]
+    _push(orthanc, first_push[0].values())
+    _wait_for(lambda: len(_runs(out)) == 2, 120, "a second run")
+    return _runs(out)[-1], before, orthanc.get("/statistics")["CountInstances"]
+
+
+@pytest.fixture(scope="module")
+def stopped(listener, cut, second_push) -> int:
+    """SIGTERM, after everything else: the listener's exit code."""
+    process = listener[1]
+    process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=60)
+
+
+def test_a_calling_ae_title_outside_the_allow_list_is_rejected(listener):
+    _, _, port, _, log = listener
+    assoc = _associate(port, "INTRUDER", Verification)
+    assert assoc.is_rejected
+    assert assoc.acceptor.primitive.reason_str == "Calling AE title not recognised"
+    said = "calling itself 'INTRUDER' and us 'CS3F': Calling AE title not recognised"
+    _wait_for(lambda: said in log.read_text(), 30, "the log")
+
+
+def test_a_study_cut_off_mid_association_is_held(listener, cut):
+    out = listener[3]
+    assert len(list((out / "inbox" / cut).glob("*.dcm"))) == 17
+
+
+def test_pushed_studies_are_screened_together_and_their_results_sent(listener, first_push):
+    orthanc, _, _, _, log = listener
+    studies, run = first_push
     summary = json.loads((run / "pacs.json").read_text())
     assert {s["study_instance_uid"]: s["status"] for s in summary["studies"]} == {
         uid: "sent" for uid in studies.values()
@@ -117,27 +161,20 @@ def test_pushed_studies_are_screened_together_and_their_results_sent(listener):
     assert "crlab" not in text and "19700606" not in text  # PatientID, birth date
 
 
-def test_studies_sent_again_are_not_screened_again(listener):
-    orthanc, _, _, out, log = listener
-    studies = [header(t1_series(FOLDER / s)[0]).StudyInstanceUID for s in PUSHED]
-    before = orthanc.get("/statistics")["CountInstances"]
-    ids = [orthanc.study_id(uid) for uid in studies]
-    orthanc.request("POST", "/modalities/cs3f/store", {"Resources": ids, "Synchronous": True})
-    _wait_for(lambda: len(list((out / "runs").glob("*/pacs.json"))) == 2, 60, "a second run")
-    run = sorted((out / "runs").iterdir())[-1]
+def test_studies_sent_again_are_not_screened_again(listener, first_push, second_push):
+    log = listener[4]
+    run, before, after = second_push
     summary = json.loads((run / "pacs.json").read_text())
     assert {s["study_instance_uid"]: s["status"] for s in summary["studies"]} == {
-        uid: "in the PACS" for uid in studies
+        uid: "in the PACS" for uid in first_push[0].values()
     }
     assert not (run / "scores.csv").exists()  # nothing screened
-    assert orthanc.get("/statistics")["CountInstances"] == before
+    assert after == before
     assert "their results are all in the PACS already" in log.read_text()
 
 
-def test_sigterm_stops_the_listener_and_the_held_study_stays(listener):
-    _, process, _, out, log = listener
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 0
+def test_sigterm_stops_the_listener_and_the_held_study_stays(listener, cut, stopped):
+    out, log = listener[3], listener[4]
+    assert stopped == 0
     assert "stopping; 1 studies stay in the inbox" in log.read_text()
-    study = header(t1_series(FOLDER / CUT)[0]).StudyInstanceUID
-    assert len(list((out / "inbox" / study).glob("*.dcm"))) == 17
+    assert len(list((out / "inbox" / cut).glob("*.dcm"))) == 17

@@ -34,7 +34,7 @@ from pydicom.sr.coding import Code
 from cs3f import __version__
 from cs3f.io.dicom_pmap import QUANTITY, SCORE_UNIT
 from cs3f.io.dicom_seg import MANUFACTURER
-from cs3f.io.result_uids import DerivedUIDs
+from cs3f.io.result_uids import DerivedUIDs, derived_uid
 
 __all__ = ["FLAGGED", "PERCENTILE", "StudyResult", "screening_report"]
 
@@ -114,7 +114,7 @@ def screening_report(
         measurements.append(_measurement(FLAG_THRESHOLD, result.flag_threshold, SCORE_UNIT))
     study = hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=f"{instance}.1", identifier="CS3F study result"
+            uid=derived_uid(f"{instance}/study result"), identifier="CS3F study result"
         ),
         algorithm_id=algorithm,
         measurements=measurements,
@@ -124,7 +124,7 @@ def screening_report(
     )
     region = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=f"{instance}.2", identifier="CS3F anomaly region"
+            uid=derived_uid(f"{instance}/anomaly region"), identifier="CS3F anomaly region"
         ),
         referenced_segment=hd.sr.ReferencedSegment(
             sop_class_uid=seg.SOPClassUID,

@@ -9,12 +9,13 @@
 - ``inbox``: instances received by our C-STORE SCP, grouped per study, and when a study is
   complete; ``server``: that SCP, with its calling-AE-title allow-list.
 
-Like the rest of :mod:`cs3f` it never imports the MONAI Deploy SDK. Nothing here logs or keeps
-a patient's name or ID: studies are named by their pseudonymous tag
-(:func:`cs3f.io.outputs.pseudonym`), files by :func:`cs3f.io.outputs.study_keys`.
+Like the rest of :mod:`cs3f` it never imports the MONAI Deploy SDK. Nothing here logs a
+patient's name or ID, or asks the PACS for one: studies are named by their pseudonymous tag
+(:func:`cs3f.io.outputs.pseudonym`), files by :func:`cs3f.io.outputs.study_keys`. The DICOM
+files received (which hold them) are kept only in the inbox, until screened or discarded.
 """
 
-__all__ = ["PacsError", "PacsUnavailable"]
+__all__ = ["NothingToRetrieve", "PacsError", "PacsUnavailable"]
 
 
 class PacsError(RuntimeError):
@@ -23,3 +24,8 @@ class PacsError(RuntimeError):
 
 class PacsUnavailable(PacsError):
     """The PACS could not be reached, or it refused the association: nothing was exchanged."""
+
+
+class NothingToRetrieve(PacsError):
+    """The study has no series of images the query asks for: nothing to screen, which is not a
+    failure (the message says what it has)."""

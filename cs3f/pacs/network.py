@@ -2,8 +2,10 @@
 
 :func:`association` opens one and turns each way it can fail into a :class:`PacsUnavailable`
 that says what happened: no answer (down, wrong host or port, TLS handshake refused), rejected
-(the reason the PACS gave, e.g. an unknown called or calling AE title), or aborted. The queries
-ask for UIDs, dates and counts only, never for a patient's name or ID.
+(the reason the PACS gave, e.g. an unknown called or calling AE title), or aborted; and what
+pynetdicom raises during the exchange (an association the PACS aborted, a dataset it cannot
+encode, a file that cannot be read) into a :class:`PacsError`. The queries ask for UIDs,
+classes and counts only, never for a patient's name or ID.
 """
 
 from __future__ import annotations
@@ -25,27 +27,22 @@ from cs3f.pacs.config import PacsSettings
 
 __all__ = [
     "FIND",
+    "PENDING",
     "RemoteSeries",
-    "RemoteStudy",
     "association",
     "find_context",
     "find_series",
     "find_studies",
     "is_present",
     "new_ae",
+    "series_classes",
     "status_text",
+    "study_series",
 ]
 
 FIND = StudyRootQueryRetrieveInformationModelFind
 PENDING = (0xFF00, 0xFF01)
-
-
-@dataclass(frozen=True)
-class RemoteStudy:
-    """A study the PACS holds: its StudyInstanceUID and StudyDate (YYYYMMDD or "")."""
-
-    uid: str
-    date: str
+"""The statuses of a C-FIND, C-GET or C-MOVE response that more responses follow."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +100,9 @@ def association(
     Raises:
         PacsUnavailable: the PACS cannot be reached, rejects or aborts the association, or
             our TLS certificates cannot be read.
+        PacsError: raised in the block, or what pynetdicom or pydicom raised there
+            (RuntimeError: the association is gone; ValueError, AttributeError: a dataset it
+            cannot send; OSError), with the same message.
     """
     try:
         tls = settings.client_tls()
@@ -121,6 +121,10 @@ def association(
         raise PacsUnavailable(_why(assoc, settings))
     try:
         yield assoc
+    except PacsError:
+        raise
+    except (RuntimeError, ValueError, AttributeError, OSError) as exc:
+        raise PacsError(f"the exchange with {settings.peer} failed: {exc}") from exc
     finally:
         if assoc.is_established:
             assoc.release()
@@ -154,20 +158,17 @@ def _find(assoc: Association, level: str, keys: dict) -> list[Dataset]:
     return found
 
 
-def find_studies(assoc: Association, settings: PacsSettings) -> list[RemoteStudy]:
-    """The studies matching the query of ``settings`` (modality, date range, description),
-    by StudyInstanceUID, each once."""
+def find_studies(assoc: Association, settings: PacsSettings) -> list[str]:
+    """The StudyInstanceUIDs of the studies matching the query of ``settings`` (modality, date
+    range, description), sorted, each once."""
     keys = {
         "StudyInstanceUID": "",
         "StudyDate": settings.study_date,
         "ModalitiesInStudy": settings.modality,
         "StudyDescription": settings.study_description,
     }
-    found = {
-        str(ds.get("StudyInstanceUID", "") or ""): str(ds.get("StudyDate", "") or "")
-        for ds in _find(assoc, "STUDY", keys)
-    }
-    return [RemoteStudy(uid, date) for uid, date in sorted(found.items()) if uid]
+    found = {str(ds.get("StudyInstanceUID", "") or "") for ds in _find(assoc, "STUDY", keys)}
+    return sorted(found - {""})
 
 
 def find_series(assoc: Association, study_uid: str, settings: PacsSettings) -> list[RemoteSeries]:
@@ -187,13 +188,33 @@ def find_series(assoc: Association, study_uid: str, settings: PacsSettings) -> l
     return [RemoteSeries(uid, n) for uid, n in sorted(series.items()) if uid]
 
 
-def is_present(assoc: Association, study_uid: str, series_uid: str, instance_uid: str) -> bool:
-    """Whether the PACS holds the instance (an IMAGE-level C-FIND on its three UIDs)."""
+def study_series(assoc: Association, study_uid: str) -> set[str]:
+    """The SeriesInstanceUIDs of every series of the study (a SERIES-level C-FIND)."""
+    keys = {"StudyInstanceUID": study_uid, "SeriesInstanceUID": ""}
+    found = {str(ds.get("SeriesInstanceUID", "") or "") for ds in _find(assoc, "SERIES", keys)}
+    return found - {""}
+
+
+def is_present(assoc: Association, study_uid: str, series_uid: str) -> bool:
+    """Whether the PACS holds the series (a SERIES-level C-FIND on its UID: the derived
+    objects are each alone in a series whose UID is derived too)."""
+    keys = {"StudyInstanceUID": study_uid, "SeriesInstanceUID": series_uid}
+    return any(
+        str(ds.get("SeriesInstanceUID", "")) == series_uid for ds in _find(assoc, "SERIES", keys)
+    )
+
+
+def series_classes(assoc: Association, study_uid: str, series_uid: str) -> set[str]:
+    """The SOP Class UIDs of the series' instances, as an IMAGE-level C-FIND answers them
+    (empty when the PACS does not say).
+
+    Raises:
+        PacsError: the PACS refused or failed the query (many restrict this level).
+    """
     keys = {
         "StudyInstanceUID": study_uid,
         "SeriesInstanceUID": series_uid,
-        "SOPInstanceUID": instance_uid,
+        "SOPInstanceUID": "",
+        "SOPClassUID": "",
     }
-    return any(
-        str(ds.get("SOPInstanceUID", "")) == instance_uid for ds in _find(assoc, "IMAGE", keys)
-    )
+    return {str(ds.get("SOPClassUID", "") or "") for ds in _find(assoc, "IMAGE", keys)} - {""}

@@ -1,9 +1,10 @@
 """A job's result objects back to the PACS (C-STORE), each study's all or nothing as far as
 DICOM allows, and none twice.
 
-Before anything is sent, the association must have accepted every SOP class about to be sent
-(a PACS that takes SEGs but not SRs gets neither). Per study, the objects the PACS already holds
-(an IMAGE-level C-FIND on their UIDs, which derive from the study and the settings) are
+Every file is read before the association is opened (one that cannot be read: nothing is sent),
+and the association must have accepted every SOP class about to be sent (a PACS that takes SEGs
+but not SRs gets neither). Per study, the objects the PACS already holds (a SERIES-level C-FIND
+on their series UIDs, which derive from the study, its source series and the settings) are
 skipped, the rest go in order (the SEG before the SR that references it), and the first one
 refused stops that study: a C-STORE cannot be taken back, so a study whose SEG was stored and
 whose SR then failed is reported as such, and a later run sends just its SR.
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import build_context
 from pynetdicom.association import Association
@@ -45,12 +48,11 @@ class Sent:
     error: str = ""
 
 
-def _send_study(assoc: Association, study_uid: str, paths: Sequence[Path]) -> Sent:
+def _send_study(assoc: Association, study_uid: str, datasets: Sequence[Dataset]) -> Sent:
     outcome = Sent()
-    for path in paths:
-        dataset = dcmread(path)
+    for dataset in datasets:
         uid = str(dataset.SOPInstanceUID)
-        if is_present(assoc, study_uid, str(dataset.SeriesInstanceUID), uid):
+        if is_present(assoc, study_uid, str(dataset.SeriesInstanceUID)):
             outcome.present.append(uid)
             continue
         status = assoc.send_c_store(dataset)
@@ -71,10 +73,14 @@ def send_results(
 
     Raises:
         PacsUnavailable: no association: nothing was sent.
-        PacsError: the PACS does not accept one of the SOP classes to send: nothing was sent.
+        PacsError: a file cannot be read, or the PACS does not accept one of the SOP classes
+            to send: nothing was sent.
     """
-    paths = [p for study in studies.values() for p in study]
-    classes = sorted({str(dcmread(p, stop_before_pixels=True).SOPClassUID) for p in paths})
+    try:
+        datasets = {uid: [dcmread(p) for p in paths] for uid, paths in studies.items()}
+    except (OSError, InvalidDicomError) as exc:
+        raise PacsError(f"cannot read a result to send: {exc}; nothing was sent") from exc
+    classes = sorted({str(ds.SOPClassUID) for found in datasets.values() for ds in found})
     syntaxes = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
     contexts = [find_context(), *(build_context(c, syntaxes) for c in classes)]
     outcomes: dict[str, Sent] = {}
@@ -85,9 +91,11 @@ def send_results(
             raise PacsError(
                 f"the PACS does not accept the storage of {', '.join(refused)}; nothing was sent"
             )
-        for study_uid, paths in studies.items():
+        for study_uid, found in datasets.items():
             try:
-                outcomes[study_uid] = _send_study(assoc, study_uid, paths)
-            except (PacsError, RuntimeError) as exc:  # RuntimeError: the association is gone
+                outcomes[study_uid] = _send_study(assoc, study_uid, found)
+            except (RuntimeError, ValueError, AttributeError, OSError) as exc:
+                # RuntimeError (PacsError too): the association is gone or the PACS failed a
+                # query; ValueError, AttributeError: a dataset pynetdicom cannot send
                 outcomes[study_uid] = Sent(error=f"sending stopped: {exc}")
     return outcomes
