@@ -2,13 +2,15 @@
 results back to the PACS.
 
     python -m app listen --port PORT --aet OURS --pacs HOST:PORT --called-aet AET -o OUT
-        [--bank BANK] [--allow-aet AET ...] [--bind ADDRESS]
+        [--bank BANK] [--allow-aet AET ...] [--bind ADDRESS] [--modality MR] [--body-part PATTERN]
         [--tls --tls-cert PEM --tls-key PEM [--tls-ca PEM]] [the settings flags of python -m app]
 
 Our SCP listens on ``--bind`` (``pacs.bind``; default 127.0.0.1, this machine only). Only the
 PACS's AE title (``--called-aet``) and those of ``--allow-aet`` may send; any other association
-is rejected (an AE title is no authentication: TLS with client certificates is). Instances are
-kept per study in ``OUT/inbox/``; a study is complete once no association is still sending it,
+is rejected (an AE title is no authentication: TLS with client certificates is). Instances of
+series of ``--modality`` (``pacs.modality``, default MR) and, if given, ``--body-part`` are kept
+per study in ``OUT/inbox/``, as ``pacs`` retrieves them (others are acknowledged and dropped);
+a study is complete once no association is still sending it,
 its last sender released the association normally and ``pacs.quiet_s`` seconds (default 10)
 passed without a new instance of it. A study whose sender aborted, vanished, or stayed silent
 for ``pacs.scp_timeout_s`` without releasing is held, never screened in part, until it is sent
@@ -187,7 +189,7 @@ class Listener:
             return
         self.waiting = 0
         run = _run_folder(self.output)
-        job = Job(self.settings, self.encoder, self.bank, run, {})
+        job = Job(self.settings, self.encoder, self.bank, run)
         IDENTIFIERS.clear()  # the identifiers of this screening's studies only
         if _screen(job, batch, stop):
             shutil.rmtree(batch.folder, ignore_errors=True)
@@ -244,7 +246,7 @@ def listen_main(argv: list[str]) -> int:
     IDENTIFIERS.clear()
     start_logging(args.output)
     try:
-        inbox = Inbox(args.output / "inbox")
+        inbox = Inbox(args.output / "inbox", wanted=settings.pacs.wants)
     except OSError as exc:
         return error(f"cannot use the inbox {args.output / 'inbox'}: {exc}")
     if inbox.held():

@@ -7,7 +7,7 @@
 
 1. C-FIND at study level (modality, date range, description); for each match, whether its SEG
    and SR (whose UIDs derive from the study, its series screened, this version, the settings,
-   the selection rules, the modality and body part, and the reference:
+   the selection rules, the modality and body part, and the reference, as the listener's do:
    :mod:`cs3f.io.result_uids`) are already in the PACS: such a study is done.
 2. The others are retrieved, by C-GET, or by C-MOVE to our own C-STORE SCP with
    ``--move-port`` (series of the modality only, each study whole or not at all: see
@@ -67,6 +67,14 @@ def common_flags(parser: argparse.ArgumentParser) -> None:
         action="append",
         help="a calling AE title our C-STORE SCP accepts besides the PACS's (repeatable; "
         "pacs.allowed_aets); any other is rejected",
+    )
+    parser.add_argument(
+        "--modality",
+        help="the Modality of the series screened (pacs.modality; default MR); for pacs also "
+        "the studies' ModalitiesInStudy",
+    )
+    parser.add_argument(
+        "--body-part", help="BodyPartExamined pattern of the series screened (pacs.body_part)"
     )
     parser.add_argument(
         "--bind",
@@ -135,10 +143,8 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
         description="pull studies from a PACS, screen them, and push the results back",
     )
     common_flags(parser)
-    parser.add_argument("--modality", help="ModalitiesInStudy and series Modality (pacs.modality)")
     parser.add_argument("--study-date", help="YYYYMMDD-YYYYMMDD, an end may stay open")
     parser.add_argument("--study-description", help="a pattern, DICOM wildcards * and ?")
-    parser.add_argument("--body-part", help="BodyPartExamined pattern of the series retrieved")
     parser.add_argument(
         "--move-port",
         type=int,
@@ -216,8 +222,7 @@ def pacs_main(argv: list[str]) -> int:
     refused = start_run(args.output, args.overwrite)
     if refused is not None:
         return refused
-    series = {"modality": settings.pacs.modality, "body_part": settings.pacs.body_part}
-    return _run(Job(settings, encoder, bank, args.output, series))
+    return _run(Job(settings, encoder, bank, args.output))
 
 
 def _facts(settings: AppSettings, bank) -> dict:

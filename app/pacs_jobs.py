@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -67,11 +67,7 @@ class Outcome:
 
 class Job:
     """One screening of studies from the PACS into ``output`` and the results back to it.
-
-    ``series``: what the job retrieves of a study, as the derived UIDs record it
-    (:meth:`AppSettings.results_seed`): the query's modality and body part, or nothing for
-    every series a sender sent. ``encoder`` None: a job that only sends (:meth:`resend`).
-    """
+    ``encoder`` None: a job that only sends (:meth:`resend`)."""
 
     def __init__(
         self,
@@ -79,10 +75,9 @@ class Job:
         encoder: SliceEncoder | None,
         bank: ReferenceBank | None,
         output: Path,
-        series: Mapping[str, str],
     ) -> None:
         self.settings, self.encoder, self.bank, self.output = settings, encoder, bank, output
-        self.seed = settings.results_seed(encoder, bank, series) if encoder else ""
+        self.seed = settings.results_seed(encoder, bank) if encoder else ""
         self.outcomes: dict[str, Outcome] = {}
         self.error = ""
 
@@ -181,7 +176,7 @@ class Job:
             OSError, ValueError, TypeError: no readable ``pacs.json`` of this version there.
         """
         summary = json.loads((output / "pacs.json").read_text(encoding="utf-8"))
-        job = cls(settings, None, None, output, {})
+        job = cls(settings, None, None, output)
         studies = summary.pop("studies")
         job.error = summary.pop("error")
         for study in studies:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,16 +132,14 @@ class AppSettings:
         rules = json.dumps(json.loads(self.rules_json()), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(rules.encode()).hexdigest()
 
-    def results_seed(
-        self, encoder: SliceEncoder, bank: ReferenceBank | None, series: Mapping[str, str]
-    ) -> str:
+    def results_seed(self, encoder: SliceEncoder, bank: ReferenceBank | None) -> str:
         """The seed of the UIDs of every object a job next to a PACS derives from a study
         (:mod:`cs3f.io.result_uids`): this version, the run's identity, the reference (the
         bank's fingerprint, or the batch) and what chooses the series: the selection rules'
-        SHA-256 and ``series``, what the job retrieves (e.g. the query's modality and body part;
-        empty: every series sent)."""
+        SHA-256 and the series the jobs screen from (:attr:`PacsSettings.series`: the modality
+        and body part)."""
         reference = bank.fingerprint if bank else "batch"
-        selection = {"rules_sha256": self.rules_sha256(), "series": dict(series)}
+        selection = {"rules_sha256": self.rules_sha256(), "series": self.pacs.series}
         return results_seed(__version__, self.identity(encoder), reference, selection)
 
 

@@ -4,7 +4,8 @@ until sent again (by a new association, not by another one that was sending it t
 study is taken for screening only while it is still complete, what an earlier process left
 behind (a batch cut short even while the same study was sent again), safe file names, the PACS
 settings' checks, and our C-STORE SCP: over TLS with client certificates, refusing the studies
-it does not expect, on loopback by default, and logging why it refused an association."""
+it does not expect, keeping the series of the modality only, on loopback by default, and
+logging why it refused an association."""
 
 import ssl
 
@@ -12,7 +13,7 @@ import pytest
 from fake_pacs import AET, instance, push
 from orthanc import free_port, self_signed
 from pynetdicom import AE
-from pynetdicom.sop_class import MRImageStorage, Verification
+from pynetdicom.sop_class import CTImageStorage, MRImageStorage, Verification
 
 from app.settings import SettingsError, load_settings
 from cs3f.pacs.config import PacsSettings, parse_address
@@ -171,11 +172,13 @@ def test_pacs_settings_are_checked_and_named():
 
 def test_the_scp_refuses_studies_it_does_not_expect_and_says_why_it_refuses(tmp_path, caplog):
     settings, port = PacsSettings(called_aet=AET), free_port()
-    box = Inbox(tmp_path / "inbox")
+    box = Inbox(tmp_path / "inbox", wanted=settings.wants)  # series of MR, as pacs retrieves
     wanted = instance("1.2.3", "1.2.3.4", MRImageStorage)
     other = instance("1.2.9", "1.2.9.4", MRImageStorage)
+    ct = instance("1.2.3", "1.2.3.5", CTImageStorage, "CT")
     with StorageServer(settings, port, box):
-        assert push(port, [wanted, other]) == [0x0000, 0x0000]  # a listener takes anything
+        assert push(port, [wanted, other, ct]) == [0x0000] * 3  # a listener takes any study
+        assert len(list((tmp_path / "inbox" / "1.2.3").iterdir())) == 1  # but not the CT
         box.expect({"1.2.3"})
         assert push(port, [wanted, other]) == [0x0000, NOT_AUTHORISED]
         box.expect(())

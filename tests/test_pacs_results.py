@@ -1,6 +1,7 @@
 """Our results and a PACS (an in-process pynetdicom one, :mod:`fake_pacs`), seconds long: nothing
 is half-sent when the PACS takes no SRs or refuses one after its SEG; the results' UIDs follow
-the series screened and the selection rules, and a job finds the results of a study by them;
+the series screened, the selection rules and the modality and body part screened, and a job
+finds the results of a study by them;
 a study the screening did not report on fails; results the PACS did not take are sent again
 from the run folder; and what pynetdicom raises mid-exchange is a PacsError."""
 
@@ -16,7 +17,7 @@ from pynetdicom.sop_class import (
 
 import app.pacs_jobs
 from app.pacs_jobs import Job
-from app.settings import AppSettings
+from app.settings import AppSettings, load_settings
 from cs3f.encoders import load_encoder
 from cs3f.io.result_uids import result_uids
 from cs3f.pacs import PacsError
@@ -75,24 +76,30 @@ def test_a_file_that_cannot_be_read_stops_the_sending_before_it_starts(tmp_path)
     assert pacs.received == []
 
 
-def test_result_uids_follow_the_series_and_the_selection_rules(tmp_path):
+def test_result_uids_follow_the_series_and_what_chooses_it(tmp_path):
     encoder = load_encoder("histogram", None, device="cpu", batch_size=8)
     rules = tmp_path / "rules.json"
     rules.write_text('{"selections": [{"name": "any MR", "conditions": {"Modality": "MR"}}]}')
     seeds = {
-        AppSettings().results_seed(encoder, None, {"modality": "MR", "body_part": ""}),
-        AppSettings().results_seed(encoder, None, {"modality": "MR", "body_part": "HEAD"}),
-        AppSettings().results_seed(encoder, None, {}),
-        AppSettings(selection_rules=str(rules)).results_seed(encoder, None, {}),
+        load_settings(None, overrides).results_seed(encoder, None)
+        for overrides in (
+            [],
+            ["pacs.body_part=HEAD"],
+            ["pacs.modality=CT"],
+            [f"selection_rules={rules}"],
+        )
     }
     assert len(seeds) == 4
     assert result_uids("seed", STUDY, T1) != result_uids("seed", STUDY, DWI)
+    head = load_settings(None, ["pacs.body_part=HEAD*"]).pacs
+    assert head.wants("MR", "HEADNECK") and not head.wants("MR", "CHEST")
+    assert not head.wants("CT", "HEAD") and AppSettings().pacs.wants("MR", "")
 
 
 def test_a_job_finds_the_results_of_a_study_by_their_derived_series(tmp_path):
     images = [instance(STUDY, series, MRImageStorage) for series in (T1, DWI)]
     with FakePacs(images) as pacs:
-        job = Job(_settings(pacs.port), None, None, tmp_path, {})
+        job = Job(_settings(pacs.port), None, None, tmp_path)
         job.seed = "seed"
         assert job.in_pacs([STUDY, "1.2.3.4.5"]) == set()
         send_results(job.settings.pacs, {STUDY: _results(tmp_path, "seed")})
@@ -106,7 +113,7 @@ def test_a_study_the_screening_did_not_report_on_fails(tmp_path, monkeypatch):
     written = SimpleNamespace(report=SimpleNamespace(result=SimpleNamespace(ledger=ledger)))
     monkeypatch.setattr(app.pacs_jobs, "run_app", lambda *args, **kwargs: written)
     monkeypatch.setattr(app.pacs_jobs, "run_info", lambda *args: {})
-    job = Job(AppSettings(), None, None, tmp_path, {})
+    job = Job(AppSettings(), None, None, tmp_path)
     job.screen_and_send(tmp_path, send={STUDY})
     assert (job.outcome(STUDY).status, job.outcome(STUDY).reason) == (
         "failed",
@@ -117,7 +124,7 @@ def test_a_study_the_screening_did_not_report_on_fails(tmp_path, monkeypatch):
 
 def test_results_the_pacs_did_not_take_are_sent_again_from_the_run_folder(tmp_path):
     _results(tmp_path)
-    job = Job(_settings(1), None, None, tmp_path, {})  # nothing listens on port 1
+    job = Job(_settings(1), None, None, tmp_path)  # nothing listens on port 1
     job.outcome(STUDY).files = [f"seg/{STUDY}.dcm", f"sr/{STUDY}.dcm"]
     job._send({STUDY: [tmp_path / f for f in job.outcome(STUDY).files]})
     job.write_summary(pacs="down")

@@ -91,7 +91,7 @@ def test_c_move_hands_on_only_the_requested_studies_that_arrived_whole(held, tmp
     held_by_pacs = [ds for name in "ACDE" for ds in datasets[name]]
     with FakePacs(held_by_pacs, {"CS3F": move_port}, lossy, on_move=push_unasked) as pacs:
         settings = _settings(pacs.port, move_port=move_port)
-        job = Job(AppSettings(pacs=settings), None, None, tmp_path / "out", {})
+        job = Job(AppSettings(pacs=settings), None, None, tmp_path / "out")
         inbox, ready = Inbox(tmp_path / "incoming"), tmp_path / "ready"
         inbox.expect(())
         fetch = [studies[name] for name in "ACDE"]

@@ -78,11 +78,12 @@ class PacsSettings:
         allowed_aets: calling AE titles our C-STORE SCP accepts besides ``called_aet`` (which
             is always accepted); any other is rejected.
         modality: the study-level query's ModalitiesInStudy, and the Modality of the series
-            retrieved ("MR" for brain MRI; "CT" for lung CT).
+            retrieved, or kept by the listener ("MR" for brain MRI; "CT" for lung CT).
         study_date: StudyDate range ``YYYYMMDD-YYYYMMDD`` (either end may be left open) or one
             date; "" = any.
         study_description: StudyDescription pattern (DICOM wildcards ``*`` and ``?``); "" = any.
-        body_part: BodyPartExamined pattern of the series to retrieve; "" = any.
+        body_part: BodyPartExamined pattern of the series to retrieve, or for the listener to
+            keep; "" = any.
         quiet_s: the listener deems a study complete after this many seconds without a new
             instance of it (and no association still sending it).
         batch_studies: the listener without a reference bank screens complete studies together
@@ -141,6 +142,23 @@ class PacsSettings:
             raise ValueError(f"batch_studies must be >= {MIN_STUDIES}, got {self.batch_studies}")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ValueError("give tls_cert and tls_key together")
+
+    @property
+    def series(self) -> dict[str, str]:
+        """What chooses the series a job screens from, besides the selection rules: the
+        modality and the body part pattern (see :meth:`wants`)."""
+        return {"modality": self.modality, "body_part": self.body_part}
+
+    def wants(self, modality: str, body_part: str) -> bool:
+        """Whether a series of ``modality`` and ``body_part`` (BodyPartExamined) is one the
+        jobs screen from: of :attr:`modality`, and matching :attr:`body_part` (DICOM
+        wildcards ``*`` and ``?``, case-sensitive; "" = any) when given."""
+        if modality != self.modality:
+            return False
+        pattern = "".join(
+            ".*" if c == "*" else "." if c == "?" else re.escape(c) for c in self.body_part
+        )
+        return not self.body_part or re.fullmatch(pattern, body_part, re.DOTALL) is not None
 
     @property
     def peer(self) -> str:

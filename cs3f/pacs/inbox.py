@@ -18,7 +18,9 @@ them received since: a file name is an instance, so nothing is lost or doubled).
 
 A job that retrieves studies one at a time (C-MOVE) tells the inbox which study it expects
 (:meth:`Inbox.expect`): instances of any other study are refused, so a late or unsolicited
-push never joins what is screened.
+push never joins what is screened. The listener's inbox keeps only the series a job screens
+from (``wanted``: of the modality, and body part, of the settings, as ``pacs`` retrieves them);
+instances of other series are acknowledged and dropped.
 """
 
 from __future__ import annotations
@@ -81,16 +83,22 @@ class Inbox:
     Args:
         folder: created if absent; study folders already in it are held.
         clock: seconds, monotonic (tests pass their own).
+        wanted: whether an instance of (Modality, BodyPartExamined) is kept; None: all are.
     """
 
-    def __init__(self, folder: Path, clock: Callable[[], float] = time.monotonic) -> None:
-        self.folder, self.clock = Path(folder), clock
+    def __init__(
+        self,
+        folder: Path,
+        clock: Callable[[], float] = time.monotonic,
+        wanted: Callable[[str, str], bool] | None = None,
+    ) -> None:
+        self.folder, self.clock, self.wanted = Path(folder), clock, wanted
         self.folder.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._studies: dict[str, _Study] = {}
         self._batches = self._events = 0
         self._expected: frozenset[str] | None = None
-        self._refused: set[str] = set()
+        self._logged: set[tuple[str, str]] = set()
         for part in self.folder.rglob("*.part"):  # a write cut short by a kill
             part.unlink()
         for batch in sorted(self.folder.glob(f"{BATCH_PREFIX}*")):  # a screening cut short
@@ -164,20 +172,30 @@ class Inbox:
         try:
             dataset = event.dataset
             study_uid, instance_uid = str(dataset.StudyInstanceUID), str(dataset.SOPInstanceUID)
+            series = (str(dataset.get("Modality", "")), str(dataset.get("BodyPartExamined", "")))
         except Exception:  # noqa: BLE001  (any undecodable or UID-less dataset is refused)
             return CANNOT_UNDERSTAND
         if not self.accepts(study_uid):
-            key = folder_key(study_uid)
-            if key not in self._refused:
-                self._refused.add(key)
-                LOG.warning("refused instances of study %s: not the one asked for", pseudonym(key))
+            self._once(study_uid, logging.WARNING, "refused instances of study %s: not asked for")
             return NOT_AUTHORISED
+        if self.wanted is not None and not self.wanted(*series):
+            self._once(study_uid, logging.INFO, "study %s: series of another kind not kept")
+            return STORED
         try:
             self.add(id(event.assoc), study_uid, instance_uid, event.encoded_dataset())
         except OSError as exc:
             LOG.error("could not keep a received instance: %s", exc)
             return OUT_OF_RESOURCES
         return STORED
+
+    def _once(self, study_uid: str, level: int, message: str) -> None:
+        """Log ``message`` (%s: the study's tag) the first time for this study."""
+        key = folder_key(study_uid)
+        with self._lock:
+            first = (key, message) not in self._logged
+            self._logged.add((key, message))
+        if first:
+            LOG.log(level, message, pseudonym(key))
 
     def handle_released(self, event) -> None:
         """pynetdicom's EVT_RELEASED handler."""
@@ -268,6 +286,7 @@ class Inbox:
     def _move(self, key: str, folder: Path) -> None:
         """With the lock held: the study's folder into ``folder``, and the study forgotten."""
         del self._studies[key]
+        self._logged = {entry for entry in self._logged if entry[0] != key}
         (self.folder / key).rename(folder / key)
 
     def discard(self, study_uid: str) -> None:
