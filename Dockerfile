@@ -27,4 +27,6 @@ COPY --chown=cs3f:cs3f cs3f ./cs3f
 COPY --chown=cs3f:cs3f operators ./operators
 COPY --chown=cs3f:cs3f app ./app
 
+# python -m app listen (the C-STORE SCP) listens here by default (pacs.listen_port)
+EXPOSE 11112
 ENTRYPOINT ["/opt/app/.venv/bin/python", "-m", "app"]

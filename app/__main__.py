@@ -7,6 +7,11 @@
     python -m app bank describe --bank BANK
     python -m app bank index --bank BANK                           # (re)train its IVF index
 
+and, next to a PACS (app/pacs_commands.py, app/listen_command.py)::
+
+    python -m app pacs --pacs HOST:PORT --called-aet AET --aet OURS -o OUT [--bank BANK] ...
+    python -m app listen --port PORT --aet OURS --pacs HOST:PORT --called-aet AET -o OUT ...
+
 The successor of ``monai-deploy exec`` (removed in SDK 0.6). HOLOSCAN_INPUT_PATH,
 HOLOSCAN_OUTPUT_PATH and HOLOSCAN_MODEL_PATH give the folders when the flags are absent.
 Exit codes: 0 done, 1 the batch could not be scored (see scores.json) or the bank not written,
@@ -48,6 +53,8 @@ def _quiet_runtime() -> None:
 _quiet_runtime()
 
 from app.bank_commands import bank_main
+from app.listen_command import listen_main
+from app.pacs_commands import pacs_main
 from app.run import (
     check_folders,
     error,
@@ -57,13 +64,11 @@ from app.run import (
     run_info,
     settings_and_encoder,
     settings_flags,
-    start_logging,
+    start_run,
 )
 from cs3f import __version__
 from cs3f.bank_search import bank_search
 from cs3f.io.nifti_io import InputError, input_format
-from cs3f.io.run_folder import OutputFolderError, prepare_output
-from cs3f.redaction import IDENTIFIERS
 
 LOG = logging.getLogger("cs3f.app")
 
@@ -111,8 +116,9 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bank"]:
-        return bank_main(argv[1:])
+    commands = {"bank": bank_main, "pacs": pacs_main, "listen": listen_main}
+    if argv[:1] and argv[0] in commands:
+        return commands[argv[0]](argv[1:])
     args = _arguments(argv)
     problem = check_folders(args.input, args.output)
     if problem:
@@ -128,12 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         bank = open_bank(args.bank, settings, encoder) if args.bank else None
     except SystemExit as exc:
         return int(exc.code)
-    try:
-        prepare_output(args.output, args.overwrite)
-    except OutputFolderError as exc:
-        return error(str(exc))
-    IDENTIFIERS.clear()
-    start_logging(args.output)
+    refused = start_run(args.output, args.overwrite)
+    if refused is not None:
+        return refused
     against = ""
     if bank:
         search = bank_search(bank, settings.scoring)

@@ -34,7 +34,9 @@ class ScreeningApp(Application):
 
     ``work`` is the run's scratch folder (created and removed by the entry point). ``mode`` is
     ``"screen"`` (against ``bank`` when given), ``"bank build"`` (a new bank at ``bank_path``
-    with ``identity``) or ``"bank add"`` (the batch added to ``bank``).
+    with ``identity``) or ``"bank add"`` (the batch added to ``bank``). ``results_seed``: the
+    seed the derived objects' UIDs derive from (:mod:`cs3f.io.result_uids`; jobs next to a
+    PACS give it), or None for new UIDs.
     """
 
     name = "cs3f-screening"
@@ -52,11 +54,13 @@ class ScreeningApp(Application):
         mode: str = "screen",
         bank: ReferenceBank | None = None,
         bank_path: Path | None = None,
+        results_seed: str | None = None,
     ):
         self.input_folder, self.output_folder = Path(input_folder), Path(output_folder)
         self.work, self.input_format = Path(work), input_format
         self.settings, self.encoder, self.run_info = settings, encoder, run
         self.mode, self.bank, self.bank_path = mode, bank, bank_path
+        self.results_seed = results_seed
         self.report: ReportOperator | None = None
         self.bank_writer: BankOperator | None = None
         super().__init__([__file__])
@@ -114,6 +118,8 @@ class ScreeningApp(Application):
             output_folder=self.output_folder,
             encoder_name=self.encoder.name,
             report_studies=s.report_studies,
+            results_seed=self.results_seed,
+            reference="bank" if self.bank else "batch",
             name="outputs",
         )
         self.report = ReportOperator(

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from cs3f import __version__
 from cs3f.bank import BankError, ReferenceBank
 from cs3f.bank_search import search_record
 from cs3f.encoders import ENCODERS, EncoderError, SliceEncoder, load_encoder
-from cs3f.io.run_folder import make_work, watch_work
+from cs3f.io.run_folder import OutputFolderError, prepare_output, work_folder
 from cs3f.preprocess.lung_model import LungModelError, load_lung_model
 from cs3f.redaction import IDENTIFIERS
 
@@ -102,6 +101,19 @@ def error(message: str) -> int:
     return 2
 
 
+def start_run(output: Path, overwrite: bool) -> int | None:
+    """Make ``output`` ready for a run's results (:func:`cs3f.io.run_folder.prepare_output`)
+    and log into it, with an empty identifier registry. Returns None, or exit code 2 (said
+    on stderr) when the folder cannot be used."""
+    try:
+        prepare_output(output, overwrite)
+    except OutputFolderError as exc:
+        return error(str(exc))
+    IDENTIFIERS.clear()
+    start_logging(output)
+    return None
+
+
 def settings_and_encoder(args: argparse.Namespace, **cli) -> tuple[AppSettings, SliceEncoder]:
     """The run's settings and encoder from the settings flags.
 
@@ -162,14 +174,9 @@ def run_app(input_folder: Path, output: Path, work_parent: Path, kind: str, **gr
     """Run the graph with a work folder under ``work_parent`` that never outlives the run."""
     from app.app import ScreeningApp
 
-    work = make_work(work_parent)
-    watcher = watch_work(work)  # removes the work folder however this process ends
-    try:
+    with work_folder(work_parent) as work:
         application = ScreeningApp(input_folder, output, work, kind, **graph)
         application.run()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)  # patient images never outlive the run
-        os.close(watcher)
     return application
 
 

@@ -24,10 +24,14 @@ from pathlib import Path
 
 import yaml
 
+from cs3f import __version__
+from cs3f.bank import ReferenceBank
 from cs3f.decisions import ScreeningRules
 from cs3f.encoders import ENCODERS, SliceEncoder
+from cs3f.io.result_uids import results_seed
 from cs3f.method.batch_scorer import ScoringSettings
 from cs3f.method.tokens import TokenSettings
+from cs3f.pacs.config import PacsSettings
 from cs3f.preprocess import TASKS
 from cs3f.preprocess.lung_model import find_weights
 from cs3f.preprocess.standard_space import PreprocessSettings
@@ -62,6 +66,8 @@ class AppSettings:
     save_preprocessed: also write the standard-space volume and mask of every region.
     show_identifiers: write patient ID, name and accession number into scores.csv, scores.json
         and report.html (default: the study's pseudonym and date only).
+    pacs: the PACS, this program's AE title, the query and the listener's rules
+        (cs3f.pacs.config.PacsSettings), for ``python -m app pacs`` and ``listen``.
     """
 
     task: str = "brain-mri"
@@ -75,6 +81,7 @@ class AppSettings:
     report_studies: int = 50
     save_preprocessed: bool = False
     show_identifiers: bool = False
+    pacs: PacsSettings = field(default_factory=PacsSettings)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -120,6 +127,22 @@ class AppSettings:
         return screening_identity(
             encoder, self.tokens, self.scoring, self.screening, preprocess | {"task": self.task}
         )
+
+    def rules_sha256(self) -> str:
+        """The SHA-256 of the series-selection rules (their JSON, white space and key order
+        aside)."""
+        rules = json.dumps(json.loads(self.rules_json()), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(rules.encode()).hexdigest()
+
+    def results_seed(self, encoder: SliceEncoder, bank: ReferenceBank | None) -> str:
+        """The seed of the UIDs of every object a job next to a PACS derives from a study
+        (:mod:`cs3f.io.result_uids`): this version, the run's identity, the reference (the
+        bank's fingerprint, or the batch) and what chooses the series: the selection rules'
+        SHA-256 and the series the jobs screen from (:attr:`PacsSettings.series`: the modality
+        and body part)."""
+        reference = bank.fingerprint if bank else "batch"
+        selection = {"rules_sha256": self.rules_sha256(), "series": self.pacs.series}
+        return results_seed(__version__, self.identity(encoder), reference, selection)
 
 
 def _check_type(value, default, name: str) -> None:

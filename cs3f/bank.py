@@ -35,6 +35,7 @@ needs a umask, or a group, that lets the others read it).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import re
@@ -139,6 +140,14 @@ class ReferenceBank:
         self.index: str | None = manifest.get("index")
         self.layouts: dict[tuple[str, TokenKey], IvfLayout] = {}
         self._stores: dict[tuple[str, str], TokenStore] = {}
+
+    @property
+    def fingerprint(self) -> str:
+        """64 hex digits of the SHA-256 of what scoring against the bank depends on: its
+        identity, volumes and calibration. Adding or removing a volume changes it."""
+        content = {"identity": self.identity, "volumes": [asdict(v) for v in self.volumes]}
+        text = json.dumps(content | {"calibration": self.calibration}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
 
     # ----- reading
 

@@ -143,6 +143,7 @@ def test_outputs_exactly_as_specified(messy):
         "scores.csv",
         "scores.json",
         "seg",
+        "sr",
     ]
     rows = _rows(out)
     assert list(rows[0]) == [
@@ -166,7 +167,9 @@ def test_outputs_exactly_as_specified(messy):
         assert (out / "seg" / f"{r['study_instance_uid']}.dcm").is_file()
         assert (out / "maps" / f"{r['study_instance_uid']}.nii.gz").is_file()
         assert (out / "maps" / f"{r['study_instance_uid']}.dcm").is_file()
+        assert (out / "sr" / f"{r['study_instance_uid']}.dcm").is_file()
     assert len(list((out / "seg").iterdir())) == 6 and len(list((out / "maps").iterdir())) == 12
+    assert len(list((out / "sr").iterdir())) == 6
     report = json.loads((out / "scores.json").read_text())
     run = report["run"]
     assert run["encoder"]["name"] == "pixels-p14" and "weights_sha256" in run["encoder"]

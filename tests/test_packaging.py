@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cs3f.pacs.config import PacsSettings
+
 ROOT = Path(__file__).resolve().parents[1]
 HADOLINT = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
 
@@ -30,3 +32,8 @@ def test_app_manifest_declares_resources():
     manifest = yaml.safe_load((ROOT / "app.yaml").read_text())
     assert manifest["application"]["version"]
     assert {"gpu", "memory", "gpuMemory"} <= set(manifest["resources"])
+
+
+def test_the_image_exposes_the_listeners_default_port():
+    text = (ROOT / "Dockerfile").read_text()
+    assert f"EXPOSE {PacsSettings().listen_port}" in text  # python -m app listen, its default

@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
 
 from cs3f.io.dicom_seg import derived_instance, source_frames
+from cs3f.io.result_uids import DerivedUIDs
 
 __all__ = ["QUANTITY", "SCORE_UNIT", "score_map"]
 
@@ -31,6 +32,7 @@ def score_map(
     encoder_name: str,
     threshold: float,
     series_number: int = 9902,
+    uids: DerivedUIDs | None = None,
 ) -> hd.pm.ParametricMap:
     """The Parametric Map of ``scores`` (columns, rows, slices; float) on the grid of
     ``source_slices`` (in slice order, or one multi-frame instance), frames in the source's
@@ -38,6 +40,7 @@ def score_map(
 
     Args:
         threshold: the batch's voxel threshold (score units), the lower end of the window.
+        uids: the map's series and instance UIDs (new ones if None).
     """
     frames = source_frames(source_slices, np.asarray(scores, dtype=np.float32))
     low, high = float(frames.min()), float(frames.max())
@@ -52,7 +55,7 @@ def score_map(
         quantity_definition=QUANTITY,
     )
     parametric_map = hd.pm.ParametricMap(
-        **derived_instance(source_slices, series_number),
+        **derived_instance(source_slices, series_number, uids),
         pixel_array=frames,
         contains_recognizable_visual_features=False,
         real_world_value_mappings=[mapping],

@@ -14,6 +14,7 @@ from pydicom.sr.codedict import codes
 from cs3f import __version__
 from cs3f.io.dicom_volume import number_of_frames, shallow_copy, slice_count, to_source_order
 from cs3f.io.outputs import atomic_path
+from cs3f.io.result_uids import DerivedUIDs
 
 __all__ = [
     "MANUFACTURER",
@@ -117,15 +118,17 @@ def source_frames(source_slices: Sequence[Dataset], array: np.ndarray) -> np.nda
     return to_source_order(source_slices, frames)
 
 
-def derived_instance(source_slices: Sequence[Dataset], series_number: int) -> dict:
+def derived_instance(
+    source_slices: Sequence[Dataset], series_number: int, uids: DerivedUIDs | None = None
+) -> dict:
     """The arguments that every object this program derives from ``source_slices`` (a SEG, a
-    Parametric Map) passes to highdicom: the source, new UIDs, the series number and this
-    program as the equipment."""
+    Parametric Map) passes to highdicom: the source, its UIDs (``uids``, or new ones), the
+    series number and this program as the equipment."""
     return {
         "source_images": shared_orientation(source_slices),
-        "series_instance_uid": hd.UID(),
+        "series_instance_uid": uids.series if uids else hd.UID(),
         "series_number": series_number,
-        "sop_instance_uid": hd.UID(),
+        "sop_instance_uid": uids.instance if uids else hd.UID(),
         "instance_number": 1,
         "manufacturer": MANUFACTURER,
         "manufacturer_model_name": "cs3f",
@@ -140,6 +143,7 @@ def anomaly_segmentation(
     encoder_name: str,
     threshold: float,
     series_number: int = 9901,
+    uids: DerivedUIDs | None = None,
 ) -> hd.seg.Segmentation:
     """The SEG for ``mask`` (columns, rows, slices) of a series whose instances are ``source_slices``
     in slice order, or one multi-frame instance (as :func:`cs3f.io.dicom_volume.series_volume`
@@ -148,6 +152,7 @@ def anomaly_segmentation(
 
     The segment is SNOMED CT "Morphologically abnormal structure" / "Lesion", automatic, and its
     algorithm identification names CS3F, this version, the encoder and the voxel threshold.
+    ``uids``: the SEG's series and instance UIDs (new ones if None).
     """
     frames = source_frames(source_slices, mask.astype(bool))
     algorithm = hd.AlgorithmIdentificationSequence(
@@ -165,7 +170,7 @@ def anomaly_segmentation(
         algorithm_identification=algorithm,
     )
     return hd.seg.Segmentation(
-        **derived_instance(source_slices, series_number),
+        **derived_instance(source_slices, series_number, uids),
         pixel_array=frames,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[segment],

@@ -26,6 +26,7 @@ __all__ = [
     "STATUSES",
     "StudyRow",
     "atomic_path",
+    "pseudonym",
     "rank",
     "sanitise",
     "scores_csv",
@@ -84,6 +85,11 @@ def study_keys(values: Sequence[str], fallback: str) -> list[str]:
     return keys
 
 
+def pseudonym(key: str) -> str:
+    """A study's pseudonymous tag: 8 hex digits of the SHA-256 of its key (:func:`study_keys`)."""
+    return hashlib.sha256(key.encode()).hexdigest()[:8]
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yields a temporary path next to ``path``; renamed onto ``path`` when the block succeeds."""
@@ -131,7 +137,7 @@ class StudyRow:
     pseudonym: str = ""
 
     def __post_init__(self) -> None:
-        self.pseudonym = self.pseudonym or hashlib.sha256(self.key.encode()).hexdigest()[:8]
+        self.pseudonym = self.pseudonym or pseudonym(self.key)
 
     def fail(self, status: str, reason: str) -> None:
         """Mark the study ``skipped`` or ``failed`` with a reason; it keeps its row."""

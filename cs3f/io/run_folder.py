@@ -18,6 +18,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "prepare_output",
     "remove_dead_work",
     "watch_work",
+    "work_folder",
 ]
 
 EVALUATION = ("metrics.json", "metrics.md", "metrics_roc.png", "metrics_pr.png")
@@ -35,9 +38,11 @@ so a run that replaces them replaces these too."""
 OUTPUTS = (
     "scores.csv",
     "scores.json",
+    "pacs.json",
     "report.html",
     "run.log",
     "seg",
+    "sr",
     "maps",
     "preprocessed",
     *EVALUATION,
@@ -138,3 +143,16 @@ def watch_work(work: Path) -> int:
     )
     os.close(read)
     return write
+
+
+@contextmanager
+def work_folder(parent: Path) -> Iterator[Path]:
+    """A new work folder under ``parent`` (:func:`make_work`) for the block, removed when it
+    ends, however it ends (:func:`watch_work` for the ends no ``finally`` sees)."""
+    work = make_work(parent)
+    watcher = watch_work(work)
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # patient images never outlive the run
+        os.close(watcher)
