@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from cs3f.bank_index import Layouts, read_layouts, write_layouts
+from cs3f.identity import as_json, identity_differences
 from cs3f.method.store import StoreError, TokenStore
 from cs3f.method.token_index import IvfLayout
 from cs3f.method.tokens import TokenKey, TokenSet
@@ -93,25 +94,6 @@ class NewVolume:
     tokens: Mapping[str, Mapping[TokenKey, TokenSet]]
     masks: Mapping[str, np.ndarray]
     study_date: str = ""
-
-
-def _differences(bank: object, run: object, path: str = "") -> list[str]:
-    """Dotted names, with both values, where two JSON-like values differ."""
-    if isinstance(bank, dict) and isinstance(run, dict):
-        out = []
-        for name in sorted(set(bank) | set(run)):
-            where = f"{path}.{name}" if path else name
-            if name not in run or name not in bank:
-                out.append(f"{where}: bank {bank.get(name)!r}, this run {run.get(name)!r}")
-            else:
-                out.extend(_differences(bank[name], run[name], where))
-        return out
-    return [] if bank == run else [f"{path}: bank {bank!r}, this run {run!r}"]
-
-
-def _as_json(value: object) -> object:
-    """``value`` as JSON would give it back (tuples become lists), so that it compares."""
-    return json.loads(json.dumps(value))
 
 
 class ReferenceBank:
@@ -234,7 +216,7 @@ class ReferenceBank:
         Raises:
             BankMismatch: naming every differing field with both values.
         """
-        if differences := _differences(_as_json(self.identity), _as_json(dict(identity))):
+        if differences := identity_differences(self.identity, identity):
             named = "; ".join(differences)
             raise BankMismatch(f"this run differs from the bank {self.root}: {named}")
 
@@ -278,11 +260,11 @@ class ReferenceBank:
             manifest = {
                 "format": FORMAT,
                 "version": VERSION,
-                "identity": _as_json(dict(identity)),
+                "identity": as_json(dict(identity)),
                 "regions": [],
                 "keys": [],
                 "volumes": [],
-                "calibration": _as_json(dict(calibration)),
+                "calibration": as_json(dict(calibration)),
                 "index": None,
             }
             _write_volumes(staging, manifest, volumes)
@@ -362,7 +344,7 @@ class ReferenceBank:
             "regions": list(self.regions),
             "keys": [list(k) for k in self.keys],
             "volumes": [asdict(v) for v in self.volumes],
-            "calibration": _as_json(dict(calibration)),
+            "calibration": as_json(dict(calibration)),
             "index": None,
         }
 
