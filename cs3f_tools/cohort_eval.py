@@ -65,8 +65,9 @@ def score_cohort(
 
     A batch is scored as variant C alone when ``variants == ("C",)`` (no fine search), else as
     MS, from which C and F are read. Returns, per variant: ``metrics`` (:data:`METRIC_KEYS`,
-    rounded to 4 places), ``lesions`` and ``lesions_found`` per size class, ``ranks`` (the
-    1-based patient-score rank of each abnormal study, best first, with its lesion volume in
+    rounded to 4 places), ``lesions`` and ``lesions_found`` per size class,
+    ``patient_auroc_by_largest_lesion`` (:func:`cs3f_tools.metrics.size_class_auroc`),
+    ``ranks`` (the 1-based patient-score rank of each abnormal study, best first, with its lesion volume in
     ml: a study whose lesions are all tiny cannot rank high on its maximum), ``base_brain_auroc``
     (:func:`cs3f_tools.evaluate.group_auroc` of ``brains``, uid -> base brain, when given) and
     ``seconds`` per scoring stage summed over the batches.
@@ -105,6 +106,10 @@ def score_cohort(
             },
             "lesions": details["lesions"],
             "lesions_found": details["lesions_found"],
+            "patient_auroc_by_largest_lesion": {
+                k: {**v, "auroc": None if v["auroc"] is None else round(v["auroc"], 4)}
+                for k, v in details["patient_auroc_by_largest_lesion"].items()
+            },
             "ranks": [
                 [n, round(lesion_ml[p[0]], 2)] for n, p in enumerate(ranked, start=1) if p[1]
             ],

@@ -14,6 +14,9 @@ Definitions, as in CS3F:
 - voxel level, over the foreground voxels of every study (the map's non-zero voxels, i.e. the
   region that was scored, plus any lesion voxel outside it, which then counts with score 0):
   AUROC, AP; Dice-max and IoU at the Dice-maximising threshold, pooled over abnormal studies;
+- patient AUROC per size class of the study's largest lesion (the normal studies against the
+  abnormal ones of that class), so that missed tumour-sized lesions are told from lesions
+  smaller than a token;
 - at 99 % voxel specificity (the lowest threshold at which at most 1 % of the non-lesion
   foreground voxels of all studies are above it): lesion-wise TPR per size class (18-connected
   lesion components; under 3 mm equivalent-sphere diameter excluded; small < 100 mm^3,
@@ -165,7 +168,17 @@ def markdown(metrics: dict, details: dict) -> str:
         f"{details['foreground_voxels']:,}, lesion voxels: {details['lesion_voxels']:,}; "
         f"lesions found at 99 % voxel specificity: {lesions}."
     )
-    lines += ["", summary]
+    by_size = ", ".join(
+        f"{n} {_fmt(c['auroc'])} ({c['studies']})"
+        for n, c in details["patient_auroc_by_largest_lesion"].items()
+    )
+    lines += [
+        "",
+        summary,
+        "",
+        "Patient AUROC of the normal studies against the abnormal ones whose largest lesion is "
+        f"of each size class (studies): {by_size}.",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -1,7 +1,8 @@
 """The metric math of the evaluator: operating-point curves of a score from one sort
 (:class:`Curve`), patient-level AUROC / AP / max-F1, voxel- and lesion-level metrics of
-studies' maps against their lesion masks (:func:`voxel_metrics`, :func:`metrics_of`) and the
-AUROC of groups of normal studies (:func:`group_auroc`)."""
+studies' maps against their lesion masks (:func:`voxel_metrics`, :func:`metrics_of`), the
+patient AUROC per size class of the largest lesion (:func:`size_class_auroc`) and the AUROC of
+groups of normal studies (:func:`group_auroc`)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ __all__ = [
     "StudyMaps",
     "group_auroc",
     "metrics_of",
+    "size_class_auroc",
     "voxel_metrics",
 ]
 
@@ -139,18 +141,26 @@ def _dice(curve: Curve, threshold: float) -> float | None:
     return float(2 * tp / (tp + fp + curve.positives))
 
 
+def _size_class(volume_mm3: float) -> str:
+    return next(n for n, (low, high) in SIZE_CLASSES.items() if low <= volume_mm3 < high)
+
+
+def _lesion_components(study: StudyMaps) -> tuple[np.ndarray, np.ndarray]:
+    """(18-connected component labels (I, J, K), each component's volume in mm^3 (C,))."""
+    labels, _ = ndimage.label(study.lesions, CONNECTIVITY)
+    return labels, np.bincount(labels.ravel())[1:] * study.voxel_mm3
+
+
 def _lesion_hits(study: StudyMaps, found: np.ndarray) -> dict[str, list[bool]]:
-    labels, count = ndimage.label(study.lesions, CONNECTIVITY)
+    labels, volumes = _lesion_components(study)
     hits: dict[str, list[bool]] = {name: [] for name in SIZE_CLASSES}
-    if count == 0:
+    if volumes.size == 0:
         return hits
-    volumes = np.bincount(labels.ravel())[1:] * study.voxel_mm3
-    detected = ndimage.maximum(found, labels, np.arange(1, count + 1))
+    detected = ndimage.maximum(found, labels, np.arange(1, volumes.size + 1))
     for volume, hit in zip(volumes, detected, strict=True):
         if (6 * volume / math.pi) ** (1 / 3) < MIN_DIAMETER_MM:
             continue
-        name = next(n for n, (low, high) in SIZE_CLASSES.items() if low <= volume < high)
-        hits[name].append(bool(hit))
+        hits[_size_class(volume)].append(bool(hit))
     return hits
 
 
@@ -220,7 +230,33 @@ def metrics_of(
         **voxel,
     }
     details["patient_f1_threshold"] = p_threshold
+    details["patient_auroc_by_largest_lesion"] = size_class_auroc(patients, maps)
     return metrics, details, {"patient": patient_curve, "voxel": voxel_curve}
+
+
+def size_class_auroc(
+    patients: Sequence[tuple[str, bool, float]], maps: Sequence[StudyMaps]
+) -> dict[str, dict]:
+    """Patient AUROC per size class: for each class of :data:`SIZE_CLASSES`, the normal
+    studies' scores against those of the abnormal studies whose largest lesion (18-connected
+    component, by volume in mm^3) falls in that class -> {class: {"studies": n abnormal,
+    "auroc": float or None}}. A study with only sub-millimetre specks counts as small. This
+    tells a batch that misses tumour-sized lesions from one whose abnormal studies carry only
+    lesions smaller than a token."""
+    largest = {
+        m.uid: _size_class(float(volumes.max()))
+        for m in maps
+        if m.abnormal and (volumes := _lesion_components(m)[1]).size
+    }
+    normal = [score for _, abnormal, score in patients if not abnormal]
+    out = {}
+    for name in SIZE_CLASSES:
+        hits = [score for uid, abnormal, score in patients if abnormal and largest.get(uid) == name]
+        curve = Curve.from_scores(
+            np.array(normal + hits), np.r_[np.zeros(len(normal), bool), np.ones(len(hits), bool)]
+        )
+        out[name] = {"studies": len(hits), "auroc": curve.auroc()}
+    return out
 
 
 def group_auroc(

@@ -163,6 +163,22 @@ def test_group_auroc_against_scikit_learn():
         assert found[group] == pytest.approx(expected)
 
 
+def test_patient_auroc_per_class_of_the_largest_lesion_against_scikit_learn(tmp_path):
+    rng = np.random.default_rng(5)
+    largest = {"small": SMALL, "large": LARGE | SMALL, "xlarge": _ball((20, 20, 20), 11)}
+    studies = [(f"1.2.{n}", False, _map((SMALL, rng.random())), None) for n in range(6)]
+    for n, (name, mask) in enumerate(sorted(largest.items()) * 2):
+        studies.append((f"1.3.{n}", True, _map((mask, rng.random())), mask))
+    _, details, _ = evaluate(*_write(tmp_path, studies))
+    found = details["patient_auroc_by_largest_lesion"]
+    normal = [s[2].max() for s in studies if not s[1]]
+    for name, mask in largest.items():
+        hits = [s[2].max() for s in studies if s[1] and s[3] is mask]
+        expected = roc_auc_score([0] * len(normal) + [1] * len(hits), normal + hits)
+        assert found[name] == {"studies": 2, "auroc": pytest.approx(expected)}
+    assert found["medium"] == {"studies": 0, "auroc": None}
+
+
 def test_cli_writes_metrics_table_and_plots(tmp_path, capsys):
     run, truth = _write(tmp_path, _cohort(lambda lesions: _map((lesions, 1.0))))
     assert main(["--run", str(run), "--truth", str(truth)]) == 0
