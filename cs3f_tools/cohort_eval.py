@@ -67,8 +67,9 @@ def score_cohort(
     MS, from which C and F are read. Returns, per variant: ``metrics`` (:data:`METRIC_KEYS`,
     rounded to 4 places), ``lesions`` and ``lesions_found`` per size class,
     ``patient_auroc_by_largest_lesion`` (:func:`cs3f_tools.metrics.size_class_auroc`),
-    ``ranks`` (the 1-based patient-score rank of each abnormal study, best first, with its lesion volume in
-    ml: a study whose lesions are all tiny cannot rank high on its maximum), ``base_brain_auroc``
+    ``ranks`` (the 1-based patient-score rank of each abnormal study, best first, with its
+    lesion volume in ml: a study whose lesions are all tiny cannot rank high on its maximum),
+    ``base_brain_auroc``
     (:func:`cs3f_tools.evaluate.group_auroc` of ``brains``, uid -> base brain, when given) and
     ``seconds`` per scoring stage summed over the batches.
     """
