@@ -8,6 +8,10 @@ and fusion never care which one ran. The implementations:
   is the offline default (it detects: bench/RESULTS.md compares the three).
 - ``pixels`` (:class:`~cs3f.encoders.pixels.PixelEncoder`): weight-free; a patch's features
   are its raw intensities. The "no foundation model, no texture statistics" ablation.
+- ``deepbet`` (:class:`~cs3f.encoders.deepbet_net.DeepbetEncoder`): the trained encoder of
+  deepbet's brain-extraction network (weights inside deepbet's wheel), reduced to 2D slices.
+- ``histogram+deepbet`` (:class:`~cs3f.encoders.stacked.StackedEncoder`): both, their maps
+  averaged.
 - ``dinov2`` (:class:`~cs3f.encoders.dinov2.Dinov2Encoder`): a frozen DINOv2 ViT read from a
   local Hugging Face checkpoint folder (the app's model path).
 """
@@ -18,8 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cs3f.encoders.base import EncoderError, SliceEncoder, resize_slices
+from cs3f.encoders.deepbet_net import DeepbetEncoder
 from cs3f.encoders.dinov2 import Dinov2Encoder
 from cs3f.encoders.pixels import PixelEncoder
+from cs3f.encoders.stacked import StackedEncoder
 from cs3f.encoders.texture import RESPONSES, TextureEncoder
 
 __all__ = ["ENCODERS", "REGISTRY", "EncoderError", "SliceEncoder", "load_encoder", "resize_slices"]
@@ -39,6 +45,10 @@ REGISTRY: dict[str, Factory] = {
         for kind in RESPONSES
     },
     "pixels": lambda path, device, batch: PixelEncoder(device=device),
+    "deepbet": lambda path, device, batch: DeepbetEncoder(device=device),
+    "histogram+deepbet": lambda path, device, batch: StackedEncoder(
+        TextureEncoder("histogram", device=device), DeepbetEncoder(device=device)
+    ),
 }
 """Encoder name -> factory; a new encoder is one entry here (and its module)."""
 
