@@ -10,14 +10,15 @@ through a package registry.
 A 3D network sees a 2D slice as the volume that repeats that slice along the third axis: for
 such a volume every 3D convolution equals a 2D convolution whose kernel is the 3D kernel
 summed over depth, and instance norm, ReLU and max pooling act per slice. So the encoder here
-is the exact 2D reduction of the trained 3D encoder, with the ``SliceEncoder`` interface.
+is the 2D reduction of the trained 3D encoder, with the ``SliceEncoder`` interface: exact for an
+unbounded volume, which the traced network approaches as its depth grows (the tests show it).
 
-Slices are resized to ``16 * grid`` px (256 at the default grid, 0.875 mm per pixel on the
-224 mm standard grid); the stages then have ``4 * grid``, ``2 * grid``, ``grid`` and
-``grid / 2`` pixels per side. Each chosen stage is average-pooled (or, for ``down3``, upsampled)
-to the ``grid x grid`` patch grid and returned as one layer. The default is ``down2`` alone
-(64 channels, one pixel per patch, a receptive field of several centimetres): bench/RESULTS.md
-("Fifth pass") compares the stages and the encoder with ``histogram``.
+Slices are resized to ``16 * grid`` px (256 at the default grid); the stages then have
+``4 * grid``, ``2 * grid``, ``grid`` and ``grid / 2`` pixels per side. Each chosen stage is
+average-pooled (or, for ``down3``, upsampled) to the ``grid x grid`` patch grid and returned as
+one layer. The default is ``down2`` alone (64 channels, one pixel per patch, a receptive field
+of several centimetres): bench/RESULTS.md ("Fifth pass") compares the stages and the encoder
+with ``histogram``.
 """
 
 from __future__ import annotations
