@@ -108,7 +108,7 @@ def main() -> None:
     target.mkdir(parents=True, exist_ok=True)
     for name in ("studies", "truth"):
         link = args.out / name
-        if not link.exists():
+        if not (link.exists() or link.is_symlink()):
             link.symlink_to((args.cohort / name).resolve())
     for failed in sorted(source.glob("*.failed")):
         (target / failed.name).write_bytes(failed.read_bytes())
