@@ -51,6 +51,16 @@ from cs3f_tools.cohort_eval import CohortStudy, score_cohort
 from cs3f_tools.evaluate import read_groups, read_labels
 
 
+def read_cached(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """One study of the registered cache: its arrays (``uid``, ``volume``, ``mask`` packed,
+    ``source`` = source then target shape, ``source_affine``, ``target_affine``) and its
+    standard-grid brain mask unpacked (bool)."""
+    data = dict(np.load(path))
+    shape = tuple(int(n) for n in data["source"][3:])
+    mask = np.unpackbits(data["mask"], count=int(np.prod(shape))).reshape(shape).astype(bool)
+    return data, mask
+
+
 def _standardise(folder: Path, cache: Path) -> tuple[str, np.ndarray, np.ndarray, GridTransform]:
     """A study's standard-space volume. The expensive part (registration, brain extraction, bias
     correction) is done once and cached before intensity standardisation, as ``<name>.npz`` (a
@@ -79,10 +89,8 @@ def _standardise(folder: Path, cache: Path) -> tuple[str, np.ndarray, np.ndarray
             source_affine=t.source_affine,
             target_affine=t.target_affine,
         )
-    data = np.load(path)
+    data, mask = read_cached(path)
     source_shape, target_shape = tuple(data["source"][:3]), tuple(data["source"][3:])
-    mask = np.unpackbits(data["mask"], count=int(np.prod(target_shape))).reshape(target_shape)
-    mask = mask.astype(bool)
     transform = GridTransform(
         source_shape, data["source_affine"], target_shape, data["target_affine"]
     )

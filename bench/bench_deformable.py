@@ -39,6 +39,8 @@ import SimpleITK as sitk
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_cohort import read_cached
+
 from cs3f.io.nifti_io import load_nifti
 from cs3f.preprocess.standard_space import PreprocessSettings, cube_grid
 from cs3f.preprocess.template import template_brain, template_centre, template_on
@@ -115,9 +117,8 @@ def main() -> None:
     fixed = None
     for path in sorted(source.glob("*.npz")):
         start = time.perf_counter()
-        data = dict(np.load(path))
-        shape = tuple(int(n) for n in data["source"][3:])
-        mask = np.unpackbits(data["mask"], count=int(np.prod(shape))).reshape(shape) > 0
+        data, mask = read_cached(path)
+        shape = mask.shape
         volume = np.where(mask, data["volume"], 0).astype(np.float32)
         if fixed is None:
             fixed = template_on_grid(shape)

@@ -38,10 +38,11 @@ def test_a_depth_summed_kernel_is_the_3d_convolution_of_a_depth_constant_volume(
     torch.testing.assert_close(full[:, :, 8], reduced, rtol=1e-4, atol=1e-4)
 
 
-def _stage_errors(traced, image: torch.Tensor, layers: list[torch.Tensor], depth: int) -> list:
-    """Per stage: (max abs difference / max abs value, correlation) between ``layers`` and the
-    traced 3D network's middle slice of ``image`` repeated ``depth`` times, pooled alike."""
-    grid = layers[0].shape[1]
+def _stage_errors(traced, encoder: DeepbetEncoder, image: torch.Tensor, depth: int) -> list:
+    """Per stage: (max abs difference / max abs value, correlation) between ``encoder``'s layers
+    and the traced 3D network's middle slice of ``image`` repeated ``depth`` times, put on the
+    patch grid the same way."""
+    layers = encoder.encode(image[None])
     relu = getattr(traced.conv, "2")
     x = image[None, None, None].repeat(1, 1, depth, 1, 1)
     errors = []
@@ -49,12 +50,7 @@ def _stage_errors(traced, image: torch.Tensor, layers: list[torch.Tensor], depth
         x = traced.init(relu, x)
         for stage, layer in zip(("down0", "down1", "down2", "down3"), layers, strict=True):
             x = getattr(traced, stage)(relu, x)
-            middle = x[:, :, x.shape[2] // 2]
-            if middle.shape[-1] >= grid:
-                want = F.adaptive_avg_pool2d(middle, grid)
-            else:
-                want = F.interpolate(middle, size=grid, mode="bilinear", align_corners=False)
-            want = want.permute(0, 2, 3, 1)
+            want = encoder._to_grid(x[:, :, x.shape[2] // 2])
             assert layer.shape == want.shape
             relative = float((layer - want).abs().max() / want.abs().max())
             errors.append((relative, float(np.corrcoef(layer.flatten(), want.flatten())[0, 1])))
@@ -68,8 +64,7 @@ def test_every_stage_tends_to_the_trained_network_on_a_deep_depth_constant_volum
     # here, converges slower).
     image = _brain_like_slice(64)
     encoder = DeepbetEncoder(stages=("down0", "down1", "down2", "down3"), grid=4, device="cpu")
-    layers = encoder.encode(image[None])
-    half, full = (_stage_errors(traced, image, layers, depth) for depth in (2048, 4096))
+    half, full = (_stage_errors(traced, encoder, image, depth) for depth in (2048, 4096))
     for stage, (before, after) in zip(("down0", "down1", "down2"), zip(half, full)):
         assert after[0] <= 0.015 and after[0] <= 0.6 * before[0], (stage, before, after)
         assert after[1] >= 0.9999, stage

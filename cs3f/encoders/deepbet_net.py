@@ -24,6 +24,7 @@ with ``histogram``.
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 
 import torch
@@ -85,8 +86,9 @@ class DeepbetEncoder:
             raise EncoderError(f"the deepbet encoder needs an even grid, got {grid}")
         path = Path(weights) if weights is not None else deepbet_weights_path()
         self.device = torch.device(resolve_device(device))
+        stored = path.read_bytes()
         try:
-            state = torch.jit.load(str(path), map_location="cpu").state_dict()
+            state = torch.jit.load(io.BytesIO(stored), map_location="cpu").state_dict()
         except (RuntimeError, ValueError) as exc:
             raise EncoderError(f"cannot read deepbet's network from {path}: {exc}") from exc
         self._w = {
@@ -94,7 +96,7 @@ class DeepbetEncoder:
             for key, value in state.items()
             if key.split(".")[0] in ("init",) + STAGES and key.endswith(".weight")
         }
-        self.weights_sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+        self.weights_sha256 = hashlib.sha256(stored).hexdigest()
         self.grid = int(grid)
         self.stages = tuple(s for s in STAGES if s in stages)
         self.layer_names = tuple(f"deepbet-{s}" for s in self.stages)
